@@ -1,0 +1,105 @@
+"""Observation models p(x | z): heads that turn the decoder's output into a distribution.
+
+The decoder maps z to one number per pixel, ``out``; a likelihood maps ``out`` to a
+``pyro.distributions`` object with event shape ``(data_dim,)``.
+"""
+import math
+
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError, DataError
+from .networks import Architecture
+from .registry import LIKELIHOODS
+
+
+class Likelihood(nn.Module):
+    """Base class: ``forward(out)`` gives p(x | z); ``check_data`` refuses data it cannot score."""
+
+    name = "likelihood"
+    unit_interval = False  # data must lie in [0, 1]
+    binary = False  # data must be exactly 0 or 1
+
+    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
+        if not torch.isfinite(x).all():
+            raise DataError(f"{what} holds NaN or infinite values; clean or drop those rows")
+        if self.binary and not ((x == 0) | (x == 1)).all():
+            bad = x[(x != 0) & (x != 1)][0].item()
+            raise DataError(
+                f"{what} is not binary (found the value {bad:g}) but the '{self.name}' likelihood "
+                f"needs 0/1 pixels: binarize the data (data.binarize = true) or use the "
+                f"'continuous_bernoulli' or 'gaussian' likelihood"
+            )
+        if self.unit_interval and ((x < 0) | (x > 1)).any():
+            raise DataError(
+                f"{what} has values outside [0, 1] (from {x.min().item():g} to "
+                f"{x.max().item():g}) but the '{self.name}' likelihood needs pixels in [0, 1]: "
+                f"rescale the data or use the 'gaussian' likelihood"
+            )
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        """E[x | z], for reconstructions and sample grids."""
+        return self(out).mean
+
+
+class Bernoulli(Likelihood):
+    name, unit_interval, binary = "bernoulli", True, True
+
+    def forward(self, out: torch.Tensor) -> dist.Distribution:
+        return dist.Bernoulli(logits=out).to_event(1)
+
+
+class ContinuousBernoulli(Likelihood):
+    """Loaiza-Ganem & Cunningham (2019): the normalized density on [0, 1] for grey pixels."""
+
+    name, unit_interval = "continuous_bernoulli", True
+
+    def forward(self, out: torch.Tensor) -> dist.Distribution:
+        return dist.ContinuousBernoulli(logits=out).to_event(1)
+
+
+class Gaussian(Likelihood):
+    """N(out, sigma^2) per pixel; sigma fixed, or learned per pixel when ``learn_scale``."""
+
+    name = "gaussian"
+
+    def __init__(self, data_dim: int, scale: float, learn_scale: bool):
+        super().__init__()
+        raw = torch.full((data_dim,), math.log(math.expm1(scale)))  # softplus(raw) = scale
+        if learn_scale:
+            self.raw_scale = nn.Parameter(raw)
+        else:
+            self.register_buffer("raw_scale", raw)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return F.softplus(self.raw_scale)
+
+    def forward(self, out: torch.Tensor) -> dist.Distribution:
+        return dist.Normal(out, self.scale).to_event(1)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return out
+
+
+@LIKELIHOODS.register("bernoulli")
+def bernoulli(arch: Architecture) -> Likelihood:
+    """Bernoulli pixels with logits ``out``: binary data only."""
+    return Bernoulli()
+
+
+@LIKELIHOODS.register("continuous_bernoulli")
+def continuous_bernoulli(arch: Architecture) -> Likelihood:
+    """Continuous Bernoulli pixels with logits ``out``: data in [0, 1]."""
+    return ContinuousBernoulli()
+
+
+@LIKELIHOODS.register("gaussian")
+def gaussian(arch: Architecture, scale: float = 0.1, learn_scale: bool = False) -> Likelihood:
+    """Gaussian pixels with mean ``out`` and standard deviation ``scale`` (learned per pixel,
+    starting at ``scale``, when ``learn_scale``)."""
+    if not scale > 0:
+        raise ConfigError(f"likelihood 'gaussian' option scale must be > 0, got {scale}")
+    return Gaussian(arch.data_dim, scale, learn_scale)

@@ -1,0 +1,133 @@
+"""Priors p(z).
+
+Every prior is an ``nn.Module`` whose ``forward()`` gives a distribution with batch shape ``()``
+and event shape ``(latent_dim,)``; the model's data plate broadcasts it. A prior never knows
+which guide it is paired with: the VampPrior receives an ``encode`` function (x -> a Gaussian
+over z) and nothing else.
+"""
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+from .guides import zero_last_layer
+from .networks import Architecture
+from .registry import PRIORS
+
+
+@dataclass(frozen=True)
+class PriorContext:
+    """What a prior may use: the sizes, and the guide's amortized Gaussian ``encode(x)``."""
+
+    arch: Architecture
+    encode: Callable[[torch.Tensor], dist.Distribution]
+
+
+class StandardNormal(nn.Module):
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+
+    def forward(self) -> dist.Distribution:
+        return dist.Normal(self.loc, self.scale).to_event(1)
+
+
+class LearnedNormal(nn.Module):
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.loc = nn.Parameter(torch.zeros(latent_dim))
+        self.raw_scale = nn.Parameter(torch.full((latent_dim,), 0.5413))  # softplus = 1
+
+    def forward(self) -> dist.Distribution:
+        return dist.Normal(self.loc, F.softplus(self.raw_scale)).to_event(1)
+
+
+class Mixture(nn.Module):
+    def __init__(self, latent_dim: int, num_components: int, spread: float):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(num_components))
+        self.locs = nn.Parameter(spread * torch.randn(num_components, latent_dim))
+        self.raw_scales = nn.Parameter(torch.full((num_components, latent_dim), 0.5413))
+
+    def forward(self) -> dist.Distribution:
+        components = dist.Normal(self.locs, F.softplus(self.raw_scales)).to_event(1)
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+
+
+class VampPrior(nn.Module):
+    """p(z) = (1/K) sum_k q(z | u_k) at K learned pseudo-inputs u_k (Tomczak & Welling 2018).
+    Pseudo-inputs live in [0, 1] (a sigmoid of free parameters)."""
+
+    def __init__(self, context: PriorContext, num_pseudo: int):
+        super().__init__()
+        self.encode = context.encode
+        self.raw_pseudo = nn.Parameter(torch.randn(num_pseudo, context.arch.data_dim))
+        self.register_buffer("weights", torch.zeros(num_pseudo))
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        return torch.sigmoid(self.raw_pseudo)
+
+    def forward(self) -> dist.Distribution:
+        return dist.MixtureSameFamily(dist.Categorical(logits=self.weights), self.encode(self.pseudo_inputs))
+
+
+class FlowPrior(nn.Module):
+    """N(0, I) pushed through masked autoregressive flows: density evaluation is one parallel
+    pass per flow (sampling is sequential). Identity at initialization."""
+
+    def __init__(self, latent_dim: int, num_flows: int, flow_hidden: Sequence[int]):
+        super().__init__()
+        self.base = StandardNormal(latent_dim)
+        self.flows = nn.ModuleList(
+            zero_last_layer(T.affine_autoregressive(latent_dim, hidden_dims=list(flow_hidden)))
+            for _ in range(num_flows)
+        )
+
+    def forward(self) -> dist.Distribution:
+        return dist.TransformedDistribution(self.base(), [flow.inv for flow in self.flows])
+
+
+def _positive(name: str, option: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"prior '{name}' option {option} must be > 0, got {value}")
+
+
+@PRIORS.register("standard_normal")
+def standard_normal(context: PriorContext) -> nn.Module:
+    """N(0, I)."""
+    return StandardNormal(context.arch.latent_dim)
+
+
+@PRIORS.register("learned_normal")
+def learned_normal(context: PriorContext) -> nn.Module:
+    """N(m, diag s^2) with learned m and s (starting at N(0, I))."""
+    return LearnedNormal(context.arch.latent_dim)
+
+
+@PRIORS.register("mixture")
+def mixture(context: PriorContext, num_components: int = 10, spread: float = 1.0) -> nn.Module:
+    """A learnable mixture of ``num_components`` diagonal Gaussians, means drawn N(0, spread^2)."""
+    _positive("mixture", "num_components", num_components)
+    _positive("mixture", "spread", spread)
+    return Mixture(context.arch.latent_dim, num_components, spread)
+
+
+@PRIORS.register("vamp")
+def vamp(context: PriorContext, num_pseudo: int = 500) -> nn.Module:
+    """VampPrior with ``num_pseudo`` learnable pseudo-inputs (Tomczak & Welling 2018)."""
+    _positive("vamp", "num_pseudo", num_pseudo)
+    return VampPrior(context, num_pseudo)
+
+
+@PRIORS.register("flow")
+def flow(context: PriorContext, num_flows: int = 2, flow_hidden: Sequence[int] = (128,)) -> nn.Module:
+    """A learnable normalizing flow (masked autoregressive) on N(0, I)."""
+    _positive("flow", "num_flows", num_flows)
+    return FlowPrior(context.arch.latent_dim, num_flows, [int(h) for h in flow_hidden])

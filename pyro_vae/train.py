@@ -1,0 +1,215 @@
+"""``fit``: the SVI loop. It knows SVI, the data and the run directory, nothing else.
+
+Each epoch: shuffle the training set (the order is a function of seed and epoch alone), take
+SVI steps on full mini-batches (the remainder is dropped, reshuffled next epoch), stop at the
+first non-finite loss, evaluate the ELBO's terms on the test set (and on a fixed slice of the
+training set), append a metrics row, and write the checkpoint atomically. A run directory holds
+``config.toml``, ``metrics.jsonl`` and ``checkpoint.pt``; ``resume=True`` continues from it and,
+with the same seed on the CPU, produces the same numbers as an uninterrupted run.
+"""
+import json
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI
+from tqdm.auto import tqdm
+
+from . import checkpoint
+from .config import Config
+from .data import Dataset
+from .diagnostics import elbo_terms
+from .errors import ConfigError, TrainingError
+from .registry import OBJECTIVES
+from .vae import VAE
+
+CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.toml", "metrics.jsonl", "checkpoint.pt"
+EVAL_ROWS = 2000  # rows of the training set whose ELBO is reported each epoch
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else the CPU; asking for CUDA without one fails."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device '{name}' was asked for but no CUDA GPU is visible to torch "
+            f"(torch {torch.__version__}); use --device cpu, or --device auto to take a GPU "
+            f"only when there is one"
+        )
+    return torch.device(name)
+
+
+class ModuleOptimizer(pyro.optim.PyroOptim):
+    """One ``torch.optim.Adam`` (foreach implementation) over all of a module's parameters.
+
+    ``pyro.optim.Adam`` keeps one optimizer per parameter and steps them one by one; a single
+    optimizer steps them all in a few fused kernels. ``SVI`` calls it with the parameters its
+    trace saw, which must be the module's (every VAE parameter is registered by ``pyro.module``).
+    """
+
+    def __init__(self, module: torch.nn.Module, lr: float):
+        super().__init__(torch.optim.Adam, {"lr": lr})
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.known = set(self.params)
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, foreach=True)
+
+    def __call__(self, params, *args, **kwargs) -> None:
+        unknown = [p for p in params if p not in self.known]
+        if unknown:
+            raise TrainingError(
+                f"{len(unknown)} parameter(s) seen by SVI are not the VAE's parameters; "
+                f"register every network with pyro.module"
+            )
+        self.optimizer.step()
+
+    def get_state(self) -> Dict:
+        return self.optimizer.state_dict()
+
+    def set_state(self, state: Dict) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
+    """beta times the linear warm-up factor min(1, (step + 1) / warm-up steps)."""
+    t = config.train
+    if t.kl_warmup_epochs == 0:
+        return t.beta
+    return t.beta * min(1.0, (step + 1) / (t.kl_warmup_epochs * steps_per_epoch))
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The training-set permutation of an epoch: a function of (seed, epoch) only."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+def _release_params(vae: VAE) -> None:
+    """Forget this VAE's entries in Pyro's param store, so that ``pyro.module`` registers the
+    module's current tensors (after ``.to(device)`` or loading a checkpoint) on the next call."""
+    store = pyro.get_param_store()
+    for name in [n for n in store.keys() if n.startswith(vae.pyro_name + "$$$")]:
+        del store[name]
+
+
+def _write_metrics(run_dir: Path, metrics: List[Dict]) -> None:
+    checkpoint.atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics))
+
+
+def fit(
+    vae: VAE,
+    data: Dataset,
+    config: Config,
+    run_dir: Optional[Path] = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> List[Dict]:
+    """Train ``vae`` on ``data.train`` with SVI as ``config`` says; returns the metrics rows.
+
+    With ``run_dir``, writes ``config.toml``, ``metrics.jsonl`` and ``checkpoint.pt`` there each
+    epoch; with ``resume``, first loads the checkpoint and continues after its epoch.
+    """
+    t = config.train
+    device = resolve_device(t.device)
+    vae.likelihood.check_data(data.train, "the training data")
+    vae.likelihood.check_data(data.test, "the test data")
+    train_x, test_x = data.train.to(device), data.test.to(device)
+    eval_x = train_x[:EVAL_ROWS]
+    vae.to(device)
+    _release_params(vae)
+    optimizer = ModuleOptimizer(vae, t.lr)
+    elbo = OBJECTIVES.build(config.objective.name, None, config.objective.options)
+    svi = SVI(vae.model, vae.guide, optimizer, loss=elbo)
+    metrics: List[Dict] = []
+    start_epoch = 1
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        state = _load_for_resume(run_dir, config, device)
+        vae.load_state_dict(state["model"])
+        optimizer.set_state(state["optimizer"])
+        checkpoint.set_rng_state(state["rng"])
+        metrics, start_epoch = state["metrics"], state["epoch"] + 1
+    else:
+        pyro.set_rng_seed(t.seed)
+    if run_dir is not None:
+        checkpoint.atomic_write_text(run_dir / CONFIG_FILE, config.to_toml())
+
+    n = train_x.shape[0]
+    batch = min(t.batch_size, n)
+    steps_per_epoch = n // batch
+    analytic_kl = vae.kl_is_analytic(test_x) if config.objective.name == "meanfield" else None
+    with pyro.validation_enabled(t.validate):
+        for epoch in range(start_epoch, t.epochs + 1):
+            began = time.perf_counter()
+            order = epoch_order(t.seed, epoch, n).to(device)
+            total = 0.0
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{t.epochs}", disable=not progress, leave=False)
+            for step in bar:
+                global_step = (epoch - 1) * steps_per_epoch + step
+                weight = torch.tensor(kl_weight(config, global_step, steps_per_epoch), device=device)
+                loss = svi.step(train_x[order[step * batch: (step + 1) * batch]], weight)
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"the loss became {loss} at epoch {epoch}, step {step + 1}; training "
+                        f"stopped and the last checkpoint (epoch {epoch - 1}) is intact. Likely "
+                        f"causes: a learning rate too high (now {t.lr:g}), data with extreme "
+                        f"values, or a likelihood scale near zero"
+                    )
+                total += loss
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{loss / batch:.2f}")
+            row = {"epoch": epoch, "train_objective": -total / (steps_per_epoch * batch)}
+            row.update(_evaluate(vae, test_x, eval_x))
+            row.update(kl_weight=kl_weight(config, epoch * steps_per_epoch - 1, steps_per_epoch),
+                       seconds=time.perf_counter() - began)
+            if analytic_kl is not None:
+                row["analytic_kl"] = analytic_kl
+            metrics.append(row)
+            if run_dir is not None:
+                checkpoint.save(run_dir / CHECKPOINT_FILE, {
+                    "epoch": epoch, "model": vae.state_dict(), "optimizer": optimizer.get_state(),
+                    "rng": checkpoint.rng_state(), "metrics": metrics, "config": config.to_dict(),
+                })
+                _write_metrics(run_dir, metrics)
+    return metrics
+
+
+def _evaluate(vae: VAE, test_x: torch.Tensor, eval_x: torch.Tensor) -> Dict[str, float]:
+    test = elbo_terms(vae, test_x)
+    return {
+        "train_elbo": elbo_terms(vae, eval_x)["elbo"].mean().item(),
+        "test_elbo": test["elbo"].mean().item(),
+        "kl": test["kl"].mean().item(),
+        "reconstruction": test["reconstruction"].mean().item(),
+    }
+
+
+def _load_for_resume(run_dir: Optional[Path], config: Config, device: torch.device) -> Dict:
+    if run_dir is None:
+        raise TrainingError("resuming needs the run directory: pass --out RUN_DIR")
+    state = checkpoint.load(run_dir / CHECKPOINT_FILE, map_location=device)
+    saved, now = state["config"], config.to_dict()
+    saved["train"] = {k: v for k, v in saved["train"].items() if k != "epochs"}
+    now["train"] = {k: v for k, v in now["train"].items() if k != "epochs"}
+    if saved != now:
+        changed = sorted(
+            f"{section}.{key}"
+            for section in set(saved) | set(now)
+            for key in set(saved.get(section, {})) | set(now.get(section, {}))
+            if saved.get(section, {}).get(key) != now.get(section, {}).get(key)
+        )
+        raise TrainingError(
+            f"cannot resume '{run_dir}': the config differs from the checkpoint's in "
+            f"{', '.join(changed)}; only train.epochs may change when resuming"
+        )
+    if state["epoch"] >= config.train.epochs:
+        raise TrainingError(
+            f"the run in '{run_dir}' already finished {state['epoch']} epochs; pass a larger "
+            f"--epochs to train further"
+        )
+    return state

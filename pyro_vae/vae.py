@@ -1,0 +1,102 @@
+"""The VAE: one ``nn.Module`` owning the parts, and the two Pyro programs ``model`` and ``guide``.
+
+Generative model (Kingma & Welling 2014), for each data point i in the plate ``"data"``::
+
+    z_i ~ p(z)                 (site "z", the prior part)
+    x_i ~ p(x | decoder(z_i))  (site "x", the likelihood part, observed)
+
+Guide: ``z_i ~ q(z | x_i)`` (site "z", the guide part). Both programs take ``kl_weight`` (beta,
+or the warm-up factor): the ``"z"`` site is scaled by it in model and guide alike with
+``poutine.scale``, so the ELBO's KL term, and only that term, is multiplied by it.
+"""
+import itertools
+from typing import Union
+
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from .config import Config
+from .networks import Architecture
+from .priors import PriorContext
+from .registry import GUIDES, LIKELIHOODS, PRIORS
+
+LATENT = "z"
+OBSERVED = "x"
+DATA_PLATE = "data"
+
+_instances = itertools.count()
+
+Weight = Union[float, torch.Tensor]
+
+
+class VAE(nn.Module):
+    """A VAE built from an encoder (guide), decoder, likelihood head and prior.
+
+    Each instance registers itself with ``pyro.module`` under its own name (``vae0``, ``vae1``,
+    ...), so that several VAEs in one process never share entries of Pyro's param store.
+    """
+
+    def __init__(
+        self,
+        arch: Architecture,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        likelihood: nn.Module,
+        prior: nn.Module,
+    ):
+        super().__init__()
+        self.arch = arch
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.prior = prior
+        self.pyro_name = f"vae{next(_instances)}"
+
+    def model(self, x: torch.Tensor, kl_weight: Weight = 1.0) -> torch.Tensor:
+        """p(x, z) = p(z) p(x | z), ``x`` observed, one plate over the rows of ``x``."""
+        pyro.module(self.pyro_name, self)
+        with pyro.plate(DATA_PLATE, x.shape[0]):
+            with poutine.scale(scale=kl_weight):
+                z = pyro.sample(LATENT, self.prior())
+            return pyro.sample(OBSERVED, self.likelihood(self.decoder(z)), obs=x)
+
+    def guide(self, x: torch.Tensor, kl_weight: Weight = 1.0) -> torch.Tensor:
+        """q(z | x), amortized by the encoder."""
+        pyro.module(self.pyro_name, self)
+        with pyro.plate(DATA_PLATE, x.shape[0]):
+            with poutine.scale(scale=kl_weight):
+                return pyro.sample(LATENT, self.encoder(x))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """E[x | z] for one draw z ~ q(z | x) per row of ``x``."""
+        return self.likelihood.mean(self.decoder(self.encoder(x).sample()))
+
+    @torch.no_grad()
+    def sample(self, num: int) -> torch.Tensor:
+        """E[x | z] for ``num`` draws z ~ p(z)."""
+        z = self.prior().sample((num,))
+        return self.likelihood.mean(self.decoder(z))
+
+    def kl_is_analytic(self, x: torch.Tensor) -> bool:
+        """Whether torch/Pyro has a closed-form KL(q(z|x) || p(z)) for this guide-prior pair
+        (TraceMeanField_ELBO uses it when it exists, a Monte Carlo estimate otherwise)."""
+        q = self.encoder(x[:1])
+        try:
+            torch.distributions.kl_divergence(q, self.prior().expand(q.batch_shape))
+        except NotImplementedError:
+            return False
+        return True
+
+
+def build(config: Config, data_dim: int) -> VAE:
+    """Turn a config into a VAE: registries turn part names into parts."""
+    m = config.model
+    arch = Architecture(data_dim, m.latent_dim, tuple(m.hidden), m.activation)
+    encoder = GUIDES.build(config.guide.name, arch, config.guide.options)
+    likelihood = LIKELIHOODS.build(config.likelihood.name, arch, config.likelihood.options)
+    prior = PRIORS.build(config.prior.name, PriorContext(arch, encoder.gaussian), config.prior.options)
+    return VAE(arch, encoder, arch.decoder(), likelihood, prior)
+

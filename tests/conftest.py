@@ -1,0 +1,32 @@
+"""Shared fixtures: every test starts seeded, with an empty param store and validation on."""
+import os
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def fresh_pyro():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    pyro.enable_validation(True)
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository; tests that need it skip without it."""
+    if not (SHARED_DATA / "binarized_mnist_test.amat.gz").is_file():
+        pytest.skip(f"no shared data at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
