@@ -46,7 +46,7 @@ class PartConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 30
+    epochs: int = 100
     batch_size: int = 100
     lr: float = 1e-3
     beta: float = 1.0
@@ -97,15 +97,14 @@ class Config:
 
 def from_dict(raw: Mapping[str, Any]) -> Config:
     """Build and validate a :class:`Config` from nested dicts (missing keys take defaults)."""
+    _check_tables(raw)
     sections = list(FIXED) + list(PARTS)
-    for section, values in raw.items():
+    for section in raw:
         if section not in sections:
             raise ConfigError(
                 f"unknown config section [{section}]{did_you_mean(section, sections)}; "
                 f"valid sections: {', '.join(sections)}"
             )
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"config section [{section}] must be a table of key = value pairs")
     built: Dict[str, Any] = {}
     for section, cls in FIXED.items():
         built[section] = _fixed_section(section, cls, dict(raw.get(section, {})))
@@ -118,6 +117,12 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
     config = Config(**built)
     validate(config)
     return config
+
+
+def _check_tables(raw: Mapping[str, Any]) -> None:
+    for section, values in raw.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config section [{section}] must be a table of key = value pairs")
 
 
 def _fixed_section(section: str, cls: type, values: Dict[str, Any]) -> Any:
@@ -163,8 +168,9 @@ def validate(config: Config) -> None:
         math.isfinite(t.lr) and t.lr > 0, f"[train] lr must be a positive number, got {t.lr}"
     )
     _require(
-        math.isfinite(t.beta) and t.beta >= 0,
-        f"[train] beta must be a finite number >= 0 (1 is the plain ELBO), got {t.beta}",
+        math.isfinite(t.beta) and t.beta > 0,
+        f"[train] beta must be a finite number > 0 (1 is the plain ELBO; Pyro's poutine.scale "
+        f"refuses 0), got {t.beta}",
     )
     _require(
         t.kl_warmup_epochs >= 0,
@@ -216,6 +222,7 @@ def parse_value(text: str) -> Any:
 def merge(raw: Dict[str, Any], overrides: Mapping[str, Any]) -> Dict[str, Any]:
     """Apply ``{"section.key": value}`` overrides to nested dicts. Naming a different part
     (``prior.name``) drops the old part's options, which belong to that part alone."""
+    _check_tables(raw)
     merged = {section: dict(values) for section, values in raw.items()}
     for dotted, value in overrides.items():
         section, sep, key = dotted.partition(".")

@@ -80,8 +80,9 @@ class FlowGuide(DiagonalGuide):
 
 
 def zero_last_layer(flow: nn.Module) -> nn.Module:
-    """Make an affine autoregressive flow start as the identity (shift 0, log-scale 0)."""
-    last = flow.nn.layers[-1]
+    """Make an affine autoregressive flow (plain: ``.arn``, conditional: ``.nn``) start as the
+    identity: its network's output layer gives shift 0 and log-scale 0."""
+    last = (flow.arn if hasattr(flow, "arn") else flow.nn).layers[-1]
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
     return flow

@@ -50,8 +50,11 @@ class IWAE(ELBO):
         self.dreg = dreg
         self.plate = plate
 
+    def _get_trace(self, model, guide, args, kwargs):
+        return vectorized_traces(model, guide, self.num_particles, args, kwargs)
+
     def _log_weights(self, model, guide, args, kwargs):
-        model_trace, guide_trace = vectorized_traces(model, guide, self.num_particles, args, kwargs)
+        model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
         log_p = log_prob_per_datapoint(model_trace, self.plate)
         log_w = log_p - log_prob_per_datapoint(guide_trace, self.plate)
         return log_w, guide_trace

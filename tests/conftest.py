@@ -7,6 +7,7 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(1)  # the tests' tensors are small: threads only add overhead on 2 cores
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

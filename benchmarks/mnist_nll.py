@@ -1,0 +1,103 @@
+"""Train and evaluate configurations on statically binarized MNIST; append rows to
+``benchmarks/results/mnist_nll.json``.
+
+    python benchmarks/mnist_nll.py --config mnist --epochs 100
+    python benchmarks/mnist_nll.py --config mnist_iwae --epochs 30 --set objective.num_particles=50
+
+Each configuration trains in its own run directory (``--run-root``, default ``runs/mnist``);
+an interrupted run resumes from its checkpoint when the command is repeated. Test log p(x) is
+importance-sampled with ``--num-samples`` (default 5000) draws per image; ``nll`` = -log p(x)
+in nats, averaged over the test images (``--limit`` evaluates only the first N).
+"""
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pyro_vae import config as cfg
+from pyro_vae import data as data_mod
+from pyro_vae import train as training
+from pyro_vae.cli import overrides as cli_overrides
+from pyro_vae.evaluate import evaluate
+from pyro_vae.vae import build
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "mnist_nll.json"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="packaged config name or TOML file")
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--num-samples", type=int, default=5000)
+    p.add_argument("--limit", type=int, help="evaluate the first N test images only")
+    p.add_argument("--run-root", default=str(ROOT / "runs" / "mnist"))
+    p.add_argument("--name", help="run directory name (default: derived from the config)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads")
+    p.add_argument("--results", default=str(RESULTS))
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    flags = argparse.Namespace(set=args.set, data_dir=args.data_dir, epochs=args.epochs, device=args.device)
+    config = cfg.load(args.config, cli_overrides(flags))
+    name = args.name or "-".join([Path(args.config).stem, config.prior.name, config.guide.name,
+                                  config.objective.name, f"e{config.train.epochs}"])
+    run_dir = Path(args.run_root) / name
+    dataset = data_mod.load(config.data)
+    vae = build(config, dataset.data_dim)
+    resume = (run_dir / training.CHECKPOINT_FILE).exists()
+    began = time.perf_counter()
+    metrics = training.fit(vae, dataset, config, run_dir, resume=resume, progress=sys.stderr.isatty())
+    train_seconds = time.perf_counter() - began
+    print(f"{name}: trained, test ELBO {metrics[-1]['test_elbo']:.2f}", flush=True)
+
+    vae.eval()
+    device = next(vae.parameters()).device
+    test = dataset.test[: args.limit].to(device) if args.limit else dataset.test.to(device)
+    began = time.perf_counter()
+    result = evaluate(vae, test, num_samples=args.num_samples, ladder=())
+    eval_seconds = time.perf_counter() - began
+    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    row = {
+        "prior": config.prior.name,
+        "guide": config.guide.name,
+        "objective": config.objective.name,
+        "num_particles": config.objective.options.get("num_particles", 1),
+        "nll": -result["log_marginal"],
+        "nll_stderr": result["log_marginal_stderr"],
+        "test_elbo": result["elbo"],
+        "kl": result["kl"],
+        "active_units": result["active_units"],
+        "num_samples": args.num_samples,
+        "test_images": result["n"],
+        "epochs": config.train.epochs,
+        "seconds_per_epoch": sum(m["seconds"] for m in metrics) / len(metrics),
+        "train_seconds_this_invocation": train_seconds,
+        "eval_seconds": eval_seconds,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "cpu_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "date": datetime.date.today().isoformat(),
+        "config": config.to_dict(),
+        "command": "python " + " ".join(sys.argv),
+    }
+    results = Path(args.results)
+    rows = json.loads(results.read_text()) if results.exists() else []
+    rows.append(row)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(rows, indent=2) + "\n")
+    print(json.dumps({k: row[k] for k in ("prior", "guide", "objective", "nll", "nll_stderr", "epochs",
+                                          "seconds_per_epoch", "eval_seconds")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

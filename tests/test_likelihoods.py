@@ -1,0 +1,55 @@
+import pytest
+import torch
+import torch.distributions as td
+
+from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.networks import Architecture
+from pyro_vae.registry import LIKELIHOODS
+
+ARCH = Architecture(data_dim=6, latent_dim=2)
+
+
+def test_registered_likelihoods():
+    assert LIKELIHOODS.names() == ["bernoulli", "continuous_bernoulli", "gaussian"]
+
+
+def test_log_probs_match_torch():
+    out = torch.randn(4, 6)
+    binary = torch.randint(0, 2, (4, 6)).float()
+    grey = torch.rand(4, 6)
+    cases = [
+        ("bernoulli", {}, binary, td.Bernoulli(logits=out)),
+        ("continuous_bernoulli", {}, grey, td.ContinuousBernoulli(logits=out)),
+        ("gaussian", {"scale": 0.3}, grey, td.Normal(out, 0.3)),
+        ("gaussian", {"scale": 0.3, "learn_scale": True}, grey, td.Normal(out, 0.3)),
+    ]
+    for name, options, x, reference in cases:
+        head = LIKELIHOODS.build(name, ARCH, options)
+        p = head(out)
+        assert p.event_shape == (6,) and p.batch_shape == (4,)
+        torch.testing.assert_close(p.log_prob(x), reference.log_prob(x).sum(-1))
+
+
+def test_gaussian_scale_is_learned_only_when_asked():
+    fixed = LIKELIHOODS.build("gaussian", ARCH, {"scale": 0.5})
+    learned = LIKELIHOODS.build("gaussian", ARCH, {"scale": 0.5, "learn_scale": True})
+    assert list(fixed.parameters()) == [] and len(list(learned.parameters())) == 1
+    torch.testing.assert_close(learned.scale, torch.full((6,), 0.5))
+    with pytest.raises(ConfigError, match="scale must be > 0"):
+        LIKELIHOODS.build("gaussian", ARCH, {"scale": 0.0})
+
+
+def test_data_checks():
+    bern = LIKELIHOODS.build("bernoulli", ARCH, {})
+    with pytest.raises(DataError, match=r"not binary \(found the value 0.5\).*continuous_bernoulli"):
+        bern.check_data(torch.tensor([[0.0, 0.5]]))
+    with pytest.raises(DataError, match="NaN or infinite"):
+        bern.check_data(torch.tensor([[0.0, float("nan")]]))
+    cb = LIKELIHOODS.build("continuous_bernoulli", ARCH, {})
+    cb.check_data(torch.tensor([[0.0, 0.5]]))
+    with pytest.raises(DataError, match="outside \\[0, 1\\]"):
+        cb.check_data(torch.tensor([[0.0, 1.5]]))
+    gauss = LIKELIHOODS.build("gaussian", ARCH, {})
+    gauss.check_data(torch.tensor([[-3.0, 1.5]]))
+    with pytest.raises(DataError, match="NaN or infinite"):
+        gauss.check_data(torch.tensor([[float("inf")]]))
