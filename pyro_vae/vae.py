@@ -92,11 +92,16 @@ class VAE(nn.Module):
 
 
 def build(config: Config, data_dim: int) -> VAE:
-    """Turn a config into a VAE: registries turn part names into parts."""
+    """Turn a config into a VAE: registries turn part names into parts. The initial weights
+    are a function of the config alone (drawn from ``train.seed``; the global RNG is left as
+    it was)."""
     m = config.model
     arch = Architecture(data_dim, m.latent_dim, tuple(m.hidden), m.activation)
-    encoder = GUIDES.build(config.guide.name, arch, config.guide.options)
-    likelihood = LIKELIHOODS.build(config.likelihood.name, arch, config.likelihood.options)
-    prior = PRIORS.build(config.prior.name, PriorContext(arch, encoder.gaussian), config.prior.options)
-    return VAE(arch, encoder, arch.decoder(), likelihood, prior)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.train.seed)
+        encoder = GUIDES.build(config.guide.name, arch, config.guide.options)
+        likelihood = LIKELIHOODS.build(config.likelihood.name, arch, config.likelihood.options)
+        prior = PRIORS.build(config.prior.name, PriorContext(arch, encoder.gaussian), config.prior.options)
+        decoder = arch.decoder()
+    return VAE(arch, encoder, decoder, likelihood, prior)
 
