@@ -1,6 +1,6 @@
 """Matplotlib figures. Only the CLI, tutorials and benchmarks call these; the math never does."""
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import matplotlib
 
@@ -40,15 +40,15 @@ def image_grid(rows: Sequence[Tuple[str, torch.Tensor]], image_shape: Tuple[int,
             ax = axes[r][c]
             ax.axis("off")
             if c < len(images):
-                ax.imshow(images[c].detach().cpu().reshape(image_shape), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(images[c].detach().cpu().reshape(image_shape).numpy(), cmap="gray", vmin=0, vmax=1)
         axes[r][0].set_title(label, fontsize=8, loc="left")
     return save(fig, path)
 
 
-def kl_per_dimension(kl: torch.Tensor, path: Path, threshold: Optional[float] = None) -> Path:
+def kl_per_dimension(kl: torch.Tensor, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(4, len(kl) * 0.15), 3))
     order = torch.argsort(kl, descending=True)
-    ax.bar(range(len(kl)), kl[order].cpu())
+    ax.bar(range(len(kl)), kl[order].cpu().numpy())
     ax.set(xlabel="latent dimension (sorted)", ylabel="KL (nats)", title="KL(q(z_d|x) || p(z_d)) per dimension")
     return save(fig, path)
 
