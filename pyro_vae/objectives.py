@@ -8,14 +8,21 @@
   Tucker et al. (2019).
 
 beta weighting and KL warm-up are not objectives: the VAE scales its ``"z"`` site (see vae.py).
-Particles are always vectorized. ``jit=True`` compiles the ELBO with ``torch.jit.trace``
-(static model structure; a new trace per distinct non-tensor argument).
+Particles are always vectorized. ``jit=True`` (the default for ``trace`` and ``meanfield``)
+compiles the ELBO with ``torch.jit.trace`` through Pyro's ``JitTrace*_ELBO``: the model's
+structure must be static (every registered prior and guide is), and one compiled function is kept
+per signature of the arguments (tensor shapes, dtypes and devices; values of non-tensor
+arguments), so a new batch size or a float ``kl_weight`` gets its own trace instead of silently
+reusing a wrong one. Compiling draws no extra random numbers: a run is repeatable with or
+without JIT (the draws of a traced and an eager step agree in count, not necessarily in value).
 """
 import math
+from typing import Any, Callable, Dict, List, Tuple
 
 import pyro.infer
 import torch
 from pyro.infer import ELBO
+from pyro.poutine.util import site_is_subsample
 
 from .marginal import log_prob_per_datapoint, vectorized_traces
 from .registry import OBJECTIVES
@@ -23,16 +30,68 @@ from .registry import OBJECTIVES
 MAX_PLATE_NESTING = 1
 
 
+def signature(args: tuple) -> Tuple:
+    """What a traced ELBO is specialised to: each tensor argument's shape, dtype and device, and
+    each other argument's value (``torch.jit.trace`` bakes them all in)."""
+    return tuple(_describe(a) for a in args)
+
+
+def _describe(arg: Any) -> Tuple:
+    if torch.is_tensor(arg):
+        return tuple(arg.shape), arg.dtype, arg.device
+    try:
+        hash(arg)
+    except TypeError:
+        return type(arg), id(arg)
+    return type(arg), arg
+
+
+def compiled_once(elbo: ELBO, attr: str, args: tuple, call: Callable[[], Any]) -> Any:
+    """Run ``call`` (a Pyro JIT ELBO method that compiles into ``elbo.<attr>`` when it is None)
+    with the compiled function kept for ``signature(args)``.
+
+    Pyro's ``CompiledFunction`` runs the program twice more on its first call (parameter capture
+    and tracing), so compiling would shift the random stream; here the first call's result is
+    dropped and the step is re-run compiled from the same RNG state."""
+    cache: Dict[Tuple, Any] = elbo.__dict__.setdefault("compiled_by_signature", {})
+    key = signature(args)
+    compiled = cache.get(key)
+    setattr(elbo, attr, compiled)
+    if compiled is not None:
+        return call()
+    with torch.random.fork_rng(devices=_cuda_devices(args)):
+        call()
+    cache[key] = getattr(elbo, attr)
+    return call()
+
+
+def _cuda_devices(args: tuple) -> List[int]:
+    return sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda})
+
+
+class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
+    """Pyro's ``JitTrace_ELBO``, compiled once per argument signature (see ``compiled_once``)."""
+
+    def loss_and_surrogate_loss(self, model, guide, *args, **kwargs):
+        parent = super().loss_and_surrogate_loss
+        return compiled_once(self, "_loss_and_surrogate_loss", args,
+                             lambda: parent(model, guide, *args, **kwargs))
+
+
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
     """Pyro 1.9.2's ``JitTraceMeanField_ELBO`` stores its compiled loss as
     ``_differentiable_loss`` but looks for ``_loss_and_surrogate_loss``, so it re-traces the
-    model on every step. This subclass reuses the compiled function it stored."""
+    model on every step. This subclass reuses the compiled function it stored, one per argument
+    signature (see ``compiled_once``)."""
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        compiled = getattr(self, "_differentiable_loss", None)
-        if compiled is None:
-            return super().differentiable_loss(model, guide, *args, **kwargs)
-        return compiled(*args, _pyro_model_id=id(model), _pyro_guide_id=id(guide), **kwargs)
+        def call():
+            compiled = getattr(self, "_differentiable_loss", None)
+            if compiled is None:
+                return super(JitTraceMeanField_ELBO, self).differentiable_loss(model, guide, *args, **kwargs)
+            return compiled(*args, _pyro_model_id=id(model), _pyro_guide_id=id(guide), **kwargs)
+
+        return compiled_once(self, "_differentiable_loss", args, call)
 
 
 class IWAE(ELBO):
@@ -84,14 +143,14 @@ class IWAE(ELBO):
         values = {
             name: site["value"]
             for name, site in guide_trace.nodes.items()
-            if site["type"] == "sample" and not site["is_observed"]
+            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
         }
         leaves = {name: v.detach().requires_grad_() for name, v in values.items()}
         conditioned = (pyro.poutine.condition(model, data=leaves), pyro.poutine.condition(guide, data=leaves))
         try:
             model_trace, guide_trace = vectorized_traces(*conditioned, self.num_particles, args, kwargs)
             log_q = log_prob_per_datapoint(guide_trace, self.plate)
-        except NotImplementedError:
+        except (NotImplementedError, KeyError):  # planar flows: no inverse, only a sample cache
             raise ValueError(
                 "the DReG estimator needs a guide whose density can be evaluated at any z; "
                 "this guide's flow has no inverse (use dreg = false or another guide)"
@@ -106,16 +165,16 @@ class IWAE(ELBO):
 
 
 @OBJECTIVES.register("trace")
-def trace(context: None, num_particles: int = 1, jit: bool = False) -> ELBO:
-    """Trace_ELBO (Monte Carlo ELBO)."""
-    cls = pyro.infer.JitTrace_ELBO if jit else pyro.infer.Trace_ELBO
+def trace(context: None, num_particles: int = 1, jit: bool = True) -> ELBO:
+    """Trace_ELBO (Monte Carlo ELBO); ``jit`` compiles it (see the module docstring)."""
+    cls = JitTrace_ELBO if jit else pyro.infer.Trace_ELBO
     return cls(num_particles=num_particles, vectorize_particles=True,
                max_plate_nesting=MAX_PLATE_NESTING, ignore_jit_warnings=True)
 
 
 @OBJECTIVES.register("meanfield")
-def meanfield(context: None, num_particles: int = 1, jit: bool = False) -> ELBO:
-    """TraceMeanField_ELBO (closed-form KL where available)."""
+def meanfield(context: None, num_particles: int = 1, jit: bool = True) -> ELBO:
+    """TraceMeanField_ELBO (closed-form KL where available); ``jit`` compiles it."""
     cls = JitTraceMeanField_ELBO if jit else pyro.infer.TraceMeanField_ELBO
     return cls(num_particles=num_particles, vectorize_particles=True,
                max_plate_nesting=MAX_PLATE_NESTING, ignore_jit_warnings=True)
