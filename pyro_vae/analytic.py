@@ -1,0 +1,300 @@
+"""The linear-Gaussian latent model in closed form: the ground truth every estimator is checked against.
+
+Model (probabilistic PCA; Tipping & Bishop 1999), with z in R^D and x in R^P::
+
+    p(z)     = N(0, I_D)
+    p(x | z) = N(W z + b, sigma^2 I_P)          W: (P, D)
+
+Everything below is exact:
+
+* marginal     p(x) = N(b, C),  C = W W^T + sigma^2 I_P
+* posterior    p(z | x) = N(mu(x), Sigma),  Sigma = (I_D + W^T W / sigma^2)^{-1},
+               mu(x) = Sigma W^T (x - b) / sigma^2   (the covariance does not depend on x)
+* for a diagonal Gaussian q(z | x) = N(m, diag s^2), the ELBO (Kingma & Welling 2014)::
+
+    ELBO = E_q[log p(x | z)] - KL(q || p(z))
+    E_q[log p(x | z)] = log N(x; W m + b, sigma^2 I) - sum_j s_j^2 ||W_{:,j}||^2 / (2 sigma^2)
+    KL(q || N(0, I))  = -1/2 sum_j (1 + log s_j^2 - m_j^2 - s_j^2)
+
+  and log p(x) = ELBO + KL(q || p(z | x)) for every q.
+
+Densities come from ``torch.distributions``; shapes follow the data: ``x`` is (N, P), ``loc`` and
+``scale`` are (N, D), and per-data-point results are (N,). Use float64 for checks.
+
+``linear_vae`` writes the same model with the library's parts (a ``vae.VAE`` with no hidden layers:
+linear decoder and encoder), so that ``checks.py`` checks the library's own code paths against the
+closed forms; ``set_exact_posterior_guide`` and ``set_perturbed_diagonal_guide`` set its encoder.
+"""
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import torch
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
+
+from .config import from_dict
+from .guides import MIN_SCALE, DiagonalGuide, FullRankGuide
+from .vae import VAE, build
+
+Scalar = Union[float, torch.Tensor]
+
+
+def gaussian_kl_to_standard_normal(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KL(N(loc, diag scale^2) || N(0, I)) = -1/2 sum_j (1 + log s_j^2 - m_j^2 - s_j^2), summed over
+    the last dimension: the closed form of the mean-field ELBO's KL term."""
+    variance = scale.pow(2)
+    return -0.5 * (1 + variance.log() - loc.pow(2) - variance).sum(-1)
+
+
+class LinearGaussian:
+    """p(z) = N(0, I), p(x | z) = N(W z + b, sigma^2 I), with ``weight`` W of shape (P, D), ``bias`` b of
+    shape (P,) and ``noise_scale`` sigma > 0; every method is in closed form."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, noise_scale: Scalar):
+        if weight.dim() != 2:
+            raise ValueError(
+                f"weight must be a (data_dim, latent_dim) matrix, got shape {tuple(weight.shape)}"
+            )
+        if bias.shape != weight.shape[:1]:
+            raise ValueError(
+                f"bias must have shape ({weight.shape[0]},) to match weight {tuple(weight.shape)}, "
+                f"got {tuple(bias.shape)}"
+            )
+        noise_scale = torch.as_tensor(noise_scale, dtype=weight.dtype, device=weight.device)
+        if noise_scale.dim() != 0 or not noise_scale > 0:
+            raise ValueError(f"noise_scale must be one positive number, got {noise_scale}")
+        self.weight, self.bias, self.noise_scale = weight, bias, noise_scale
+
+    @property
+    def data_dim(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.weight.shape[1]
+
+    def to(self, device: Union[str, torch.device]) -> "LinearGaussian":
+        return LinearGaussian(self.weight.to(device), self.bias.to(device), self.noise_scale.to(device))
+
+    # -- the generative model ------------------------------------------------------------------
+    def marginal(self) -> MultivariateNormal:
+        """p(x) = N(b, W W^T + sigma^2 I)."""
+        eye = torch.eye(self.data_dim, dtype=self.weight.dtype, device=self.weight.device)
+        covariance = self.weight @ self.weight.T + self.noise_scale.pow(2) * eye
+        return MultivariateNormal(self.bias, covariance_matrix=covariance)
+
+    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log p(x) per data point, shape (N,)."""
+        return self.marginal().log_prob(x)
+
+    def sample(self, num: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``num`` draws x = W z + b + sigma eps (z, eps standard normal), shape (num, P), drawn on the
+        ``generator``'s device and returned on the model's."""
+        w = self.weight
+        where = generator.device if generator is not None else w.device
+        z = torch.randn(num, self.latent_dim, generator=generator, dtype=w.dtype, device=where).to(w.device)
+        eps = torch.randn(num, self.data_dim, generator=generator, dtype=w.dtype, device=where).to(w.device)
+        return z @ w.T + self.bias + self.noise_scale * eps
+
+    # -- the exact posterior -------------------------------------------------------------------
+    def posterior_map(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The posterior as an affine map of x: ``gain`` G (D, P), ``offset`` c (D,) and the covariance
+        Sigma (D, D), with mu(x) = G x + c::
+
+            Sigma = (I + W^T W / sigma^2)^{-1},   G = Sigma W^T / sigma^2,   c = -G b
+        """
+        variance = self.noise_scale.pow(2)
+        eye = torch.eye(self.latent_dim, dtype=self.weight.dtype, device=self.weight.device)
+        precision = eye + self.weight.T @ self.weight / variance
+        covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
+        gain = covariance @ self.weight.T / variance
+        return gain, -gain @ self.bias, covariance
+
+    def posterior(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mean (N, D) and covariance (D, D) of p(z | x): mu(x) = Sigma W^T (x - b) / sigma^2 and
+        Sigma = (I + W^T W / sigma^2)^{-1}."""
+        gain, offset, covariance = self.posterior_map()
+        return x @ gain.T + offset, covariance
+
+    def posterior_distribution(self, x: torch.Tensor) -> MultivariateNormal:
+        """p(z | x) as a ``MultivariateNormal`` with batch shape (N,)."""
+        mean, covariance = self.posterior(x)
+        return MultivariateNormal(mean, covariance_matrix=covariance)
+
+    # -- a diagonal Gaussian guide q(z | x) = N(loc, diag scale^2) ---------------------------------
+    def expected_log_likelihood(
+        self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        """The reconstruction term E_q[log p(x | z)] =
+        log N(x; W m + b, sigma^2 I) - sum_j s_j^2 ||W_{:,j}||^2 / (2 sigma^2), per data point."""
+        at_mean = Normal(loc @ self.weight.T + self.bias, self.noise_scale).log_prob(x).sum(-1)
+        spread = scale.pow(2) @ self.weight.pow(2).sum(0)
+        return at_mean - spread / (2 * self.noise_scale.pow(2))
+
+    def elbo(self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """ELBO = E_q[log p(x | z)] - KL(q || N(0, I)) per data point, shape (N,)."""
+        return self.expected_log_likelihood(x, loc, scale) - gaussian_kl_to_standard_normal(loc, scale)
+
+    def kl_to_posterior(self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """KL(q(z | x) || p(z | x)) per data point, from torch's Gaussian-Gaussian KL."""
+        q = MultivariateNormal(loc, scale_tril=torch.diag_embed(scale))
+        return kl_divergence(q, self.posterior_distribution(x))
+
+    def elbo_grad(
+        self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Gradients of each data point's ELBO with respect to its ``loc`` and ``log(scale)``::
+
+            d ELBO / d m       = W^T (x - b - W m) / sigma^2 - m
+            d ELBO / d log s_j = 1 - s_j^2 (1 + ||W_{:,j}||^2 / sigma^2)
+
+        Both (N, D). (The ELBO is maximized at m = mu(x) and s_j^2 = 1 / Lambda_jj, Lambda the
+        posterior precision: the best diagonal q matches the precision's diagonal.)"""
+        variance = self.noise_scale.pow(2)
+        residual = x - self.bias - loc @ self.weight.T
+        grad_loc = residual @ self.weight / variance - loc
+        grad_log_scale = 1 - scale.pow(2) * (1 + self.weight.pow(2).sum(0) / variance)
+        return grad_loc, grad_log_scale
+
+
+# -- probabilistic PCA: the maximum-likelihood solution ------------------------------------------
+
+
+@dataclass
+class PPCASolution:
+    """The maximum-likelihood linear-Gaussian model of a data set and its exact mean log-likelihood
+    per data point, ``-1/2 [P log 2 pi + sum_j log c_j + sum_j lambda_j / c_j]`` (lambda_j the sample
+    covariance's eigenvalues, c_j the model covariance's eigenvalues along the same eigenvectors)."""
+
+    model: LinearGaussian
+    mean_log_likelihood: float
+    eigenvalues: torch.Tensor
+
+
+def ppca_maximum_likelihood(
+    x: torch.Tensor, latent_dim: int, noise_scale: Optional[Scalar] = None
+) -> PPCASolution:
+    """Probabilistic PCA fitted by maximum likelihood (Tipping & Bishop 1999, section 3.2).
+
+    With S = (1/N) sum_i (x_i - xbar)(x_i - xbar)^T = U Lambda U^T (eigenvalues descending)::
+
+        b_ML       = xbar
+        sigma^2_ML = mean of the P - D discarded eigenvalues lambda_{D+1..P}
+        W_ML       = U_D (Lambda_D - sigma^2 I)^{1/2}          (up to a rotation R)
+
+    With ``noise_scale`` given, sigma is held at it and W_ML is the maximizer for that sigma (a
+    direction whose eigenvalue is below sigma^2 gets a zero column)."""
+    n, p = x.shape
+    if not 1 <= latent_dim < p:
+        raise ValueError(f"latent_dim must be between 1 and data_dim - 1 = {p - 1}, got {latent_dim}")
+    if n < 2:
+        raise ValueError(f"need at least 2 data points to fit probabilistic PCA, got {n}")
+    mean = x.mean(0)
+    centred = x - mean
+    eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / n)
+    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
+    if noise_scale is None:
+        variance = eigenvalues[latent_dim:].mean()
+    else:
+        variance = torch.as_tensor(noise_scale, dtype=x.dtype, device=x.device).pow(2)
+    kept = eigenvalues[:latent_dim]
+    weight = eigenvectors[:, :latent_dim] * (kept - variance).clamp(min=0).sqrt()
+    model_eigenvalues = torch.cat([torch.maximum(kept, variance), variance.expand(p - latent_dim)])
+    log_likelihood = -0.5 * (
+        p * math.log(2 * math.pi)
+        + model_eigenvalues.log().sum()
+        + (eigenvalues / model_eigenvalues).sum()
+    )
+    return PPCASolution(LinearGaussian(weight, mean, variance.sqrt()), log_likelihood.item(), eigenvalues)
+
+
+# -- the same model written with the library's own parts ----------------------------------------
+
+
+LINEAR_GUIDES = {"diagonal": DiagonalGuide, "full_rank": FullRankGuide}
+
+
+def _linear_encoder(vae: VAE, guide: str) -> Union[DiagonalGuide, FullRankGuide]:
+    encoder = vae.encoder
+    if type(encoder) is not LINEAR_GUIDES[guide] or len(encoder.trunk) > 0:
+        raise ValueError(
+            f"expected a VAE with a linear '{guide}' guide (from linear_vae(truth, '{guide}')), got "
+            f"{type(encoder).__name__} with {len(encoder.trunk)} trunk layers"
+        )
+    return encoder
+
+
+def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
+    """The x with softplus(x) = y (y > 0)."""
+    return y + torch.log(-torch.expm1(-y))
+
+
+def linear_vae(truth: LinearGaussian, guide: str = "full_rank") -> VAE:
+    """A float64 VAE on ``truth``'s device whose model is exactly ``truth``: linear decoder holding W
+    and b, the Gaussian likelihood at sigma, the standard normal prior; a linear ``guide``
+    (``diagonal`` or ``full_rank``) left at its random initialization."""
+    if guide not in LINEAR_GUIDES:
+        raise ValueError(f"linear_vae takes the guide 'diagonal' or 'full_rank', got '{guide}'")
+    config = from_dict({
+        "model": {"latent_dim": truth.latent_dim, "hidden": []},
+        "prior": {"name": "standard_normal"},
+        "guide": {"name": guide},
+        "likelihood": {"name": "gaussian", "scale": truth.noise_scale.item(), "learn_scale": False},
+    })
+    vae = build(config, truth.data_dim).double().to(truth.weight.device)
+    with torch.no_grad():
+        vae.decoder[0].weight.copy_(truth.weight)
+        vae.decoder[0].bias.copy_(truth.bias)
+        # the likelihood computed its raw scale in float32; set it again in float64
+        vae.likelihood.raw_scale.copy_(softplus_inverse(truth.noise_scale.expand(truth.data_dim)))
+    return vae
+
+
+def set_exact_posterior_guide(vae: VAE, truth: LinearGaussian) -> None:
+    """Make a linear ``full_rank`` guide the exact posterior: loc = mu(x) = G x + c, the Cholesky
+    factor of Sigma constant (zero weights, biases holding its softplus-inverted diagonal and its
+    strictly lower triangle)."""
+    encoder = _linear_encoder(vae, "full_rank")
+    gain, offset, covariance = truth.posterior_map()
+    tril = torch.linalg.cholesky(covariance)
+    with torch.no_grad():
+        encoder.loc.weight.copy_(gain)
+        encoder.loc.bias.copy_(offset)
+        encoder.raw_diag.weight.zero_()
+        encoder.raw_diag.bias.copy_(softplus_inverse(tril.diagonal() - MIN_SCALE))
+        encoder.off_diag.weight.zero_()
+        encoder.off_diag.bias.copy_(tril[encoder.rows, encoder.cols])
+
+
+def set_perturbed_diagonal_guide(vae: VAE, truth: LinearGaussian, generator: torch.Generator,
+                                 spread: float = 0.3, widen: float = 1.0) -> None:
+    """Make a linear ``diagonal`` guide an imperfect one: the posterior mean map with relative noise
+    ``spread``, and scales that vary with x around the posterior marginal sd times ``widen``, randomly
+    mis-scaled by a factor exp(spread * N(0, 1))."""
+    encoder = _linear_encoder(vae, "diagonal")
+    gain, offset, covariance = truth.posterior_map()
+
+    def noise(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, dtype=gain.dtype).to(gain.device)
+
+    d, p = gain.shape
+    sd = widen * covariance.diagonal().sqrt() * (spread * noise(d)).exp()
+    with torch.no_grad():
+        encoder.loc.weight.copy_(gain * (1 + spread * noise(d, p)))
+        encoder.loc.bias.copy_(offset + spread * noise(d))
+        encoder.raw_scale.weight.copy_(0.1 * spread * noise(d, p))
+        encoder.raw_scale.bias.copy_(softplus_inverse(sd - MIN_SCALE))
+
+
+def diagonal_guide_params(vae: VAE, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The diagonal guide's loc and scale at ``x`` (with the graph to the encoder's parameters)."""
+    q = vae.encoder(x).base_dist
+    return q.loc, q.scale
+
+
+def true_model(generator: torch.Generator, data_dim: int = 6, latent_dim: int = 2,
+               noise_scale: float = 0.5) -> LinearGaussian:
+    """A random linear-Gaussian model (float64, on the CPU)."""
+    weight = torch.randn(data_dim, latent_dim, generator=generator, dtype=torch.float64)
+    bias = torch.randn(data_dim, generator=generator, dtype=torch.float64)
+    return LinearGaussian(weight, bias, noise_scale)
