@@ -60,6 +60,12 @@ def main() -> None:
     train_seconds = time.perf_counter() - began
     print(f"{name}: trained, test ELBO {metrics[-1]['test_elbo']:.2f}", flush=True)
 
+    best = (run_dir / training.BEST_FILE).exists()
+    if best:  # the epoch with the highest validation ELBO (early stopping without touching the test set)
+        state = torch.load(run_dir / training.BEST_FILE, map_location=next(vae.parameters()).device,
+                           weights_only=True)
+        vae.load_state_dict(state["model"])
+        best_epoch = state["epoch"]
     vae.eval()
     device = next(vae.parameters()).device
     test = dataset.test[: args.limit].to(device) if args.limit else dataset.test.to(device)
@@ -80,6 +86,8 @@ def main() -> None:
         "num_samples": args.num_samples,
         "test_images": result["n"],
         "epochs": config.train.epochs,
+        "evaluated_epoch": best_epoch if best else config.train.epochs,
+        "selection": "best validation ELBO" if best else "last epoch",
         "seconds_per_epoch": sum(m["seconds"] for m in metrics) / len(metrics),
         "train_seconds_this_invocation": train_seconds,
         "eval_seconds": eval_seconds,

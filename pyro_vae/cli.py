@@ -72,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="test, valid or train")
     e.add_argument("--limit", type=int, help="evaluate only the first N data points")
     e.add_argument("--device", default="auto")
+    e.add_argument("--best", action="store_true",
+                   help="use the epoch with the highest validation ELBO (best.pt) instead of the last")
 
     s = sub.add_parser("sample", help="decode draws from the prior into an image grid")
     s.add_argument("run_dir")
@@ -141,14 +143,15 @@ def evaluate(args: argparse.Namespace) -> None:
     from . import plots
     from .evaluate import evaluate as run_evaluation, load_run
 
-    config, vae, dataset = load_run(Path(args.run_dir), args.device)
+    config, vae, dataset = load_run(Path(args.run_dir), args.device, best=args.best)
     x = dataset.split(args.split)
     if args.limit is not None:
         x = x[: args.limit]
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
     x = x.to(next(vae.parameters()).device)
-    result = {"split": args.split, **run_evaluation(vae, x, args.num_samples)}
+    result = {"split": args.split, "checkpoint": "best" if args.best else "last",
+              **run_evaluation(vae, x, args.num_samples)}
     run_dir = Path(args.run_dir)
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     if result["kl_per_dim"] is not None:

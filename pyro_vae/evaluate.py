@@ -9,16 +9,17 @@ from .config import Config, from_dict
 from .data import Dataset, load
 from .diagnostics import active_units, elbo_terms, kl_per_dimension, rate_distortion
 from .marginal import log_marginal_likelihood
-from .train import CHECKPOINT_FILE, resolve_device
+from .train import BEST_FILE, CHECKPOINT_FILE, resolve_device
 from .vae import VAE, build
 
 LADDER = (1, 10, 100, 1000)
 
 
-def load_run(run_dir: Path, device: str = "auto") -> Tuple[Config, VAE, Dataset]:
-    """Rebuild a run's VAE from its checkpoint (the config is the one saved in it)."""
+def load_run(run_dir: Path, device: str = "auto", best: bool = False) -> Tuple[Config, VAE, Dataset]:
+    """Rebuild a run's VAE from its last checkpoint, or with ``best`` from the epoch with the
+    highest validation ELBO (data sets with a validation split); the config is the saved one."""
     dev = resolve_device(device)
-    state = checkpoint.load(Path(run_dir) / CHECKPOINT_FILE, map_location=dev)
+    state = checkpoint.load(Path(run_dir) / (BEST_FILE if best else CHECKPOINT_FILE), map_location=dev)
     config = from_dict(state["config"])
     data = load(config.data)
     vae = build(config, data.data_dim)

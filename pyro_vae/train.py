@@ -28,6 +28,7 @@ from .registry import OBJECTIVES
 from .vae import VAE
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.toml", "metrics.jsonl", "checkpoint.pt"
+BEST_FILE = "best.pt"  # the checkpoint of the epoch with the highest validation ELBO
 EVAL_ROWS = 2000  # rows of the training set whose ELBO is reported each epoch
 
 
@@ -117,6 +118,7 @@ def fit(
     vae.likelihood.check_data(data.train, "the training data")
     vae.likelihood.check_data(data.test, "the test data")
     train_x, test_x = data.train.to(device), data.test.to(device)
+    valid_x = None if data.valid is None else data.valid.to(device)
     eval_x = train_x[:EVAL_ROWS]
     vae.to(device)
     _release_params(vae)
@@ -165,16 +167,21 @@ def fit(
                     bar.set_postfix(loss=f"{loss / batch:.2f}")
             row = {"epoch": epoch, "train_objective": -total / (steps_per_epoch * batch)}
             row.update(_evaluate(vae, test_x, eval_x))
+            if valid_x is not None:
+                row["valid_elbo"] = elbo_terms(vae, valid_x)["elbo"].mean().item()
             row.update(kl_weight=kl_weight(config, epoch * steps_per_epoch - 1, steps_per_epoch),
                        seconds=time.perf_counter() - began)
             if analytic_kl is not None:
                 row["analytic_kl"] = analytic_kl
             metrics.append(row)
             if run_dir is not None:
-                checkpoint.save(run_dir / CHECKPOINT_FILE, {
+                state = {
                     "epoch": epoch, "model": vae.state_dict(), "optimizer": optimizer.get_state(),
                     "rng": checkpoint.rng_state(), "metrics": metrics, "config": config.to_dict(),
-                })
+                }
+                checkpoint.save(run_dir / CHECKPOINT_FILE, state)
+                if valid_x is not None and row["valid_elbo"] >= max(m.get("valid_elbo", -math.inf) for m in metrics):
+                    checkpoint.save(run_dir / BEST_FILE, state)
                 _write_metrics(run_dir, metrics)
     return metrics
 

@@ -192,3 +192,14 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
 
     assert len(rows("killed")) == 8
     assert rows("killed") == rows("full")
+
+
+def test_best_checkpoint_follows_the_validation_elbo(tmp_path):
+    from pyro_vae.train import BEST_FILE
+
+    config, ds, vae = digits_run(**{"train.epochs": 3})
+    ds.valid = ds.test[:100]
+    metrics = fit(vae, ds, config, tmp_path)
+    best_epoch = max(metrics, key=lambda m: m["valid_elbo"])["epoch"]
+    assert checkpoint.load(tmp_path / BEST_FILE)["epoch"] == best_epoch
+    assert all("valid_elbo" in m for m in metrics)
