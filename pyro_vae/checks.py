@@ -34,7 +34,7 @@ from .analytic import (
 from .config import from_dict
 from .data import Dataset
 from .marginal import log_marginal_likelihood, log_prob_per_datapoint, vectorized_traces
-from .train import _release_params, fit, resolve_device
+from .train import fit, resolve_device
 from .vae import LATENT, OBSERVED, build
 
 SEED = 0
@@ -95,7 +95,7 @@ def exact_posterior_checks(truth: LinearGaussian, x: torch.Tensor) -> List[Check
             loss = _elbo_loss(cls, 1).loss(vae.model, vae.guide, x)
             rows.append(within_tol(f"exact guide: 1-sample {name} / N", -loss / n, exact.mean().item()))
     finally:
-        _release_params(vae)
+        vae.release_params()
     return rows
 
 
@@ -136,7 +136,7 @@ def estimator_checks(truth: LinearGaussian, x: torch.Tensor, generator: torch.Ge
         rows.append(within_se(f"MC KL(q || p(z|x)) / N ({particles} draws)", log_ratio.mean().item(),
                               kl_post.mean().item(), se))
     finally:
-        _release_params(vae)
+        vae.release_params()
     return rows
 
 
@@ -161,7 +161,7 @@ def gradient_checks(truth: LinearGaussian, x: torch.Tensor, generator: torch.Gen
         exact = torch.autograd.grad((loc, scale.log()), params, grad_outputs=(-grad_loc, -grad_log_scale))
         exact = torch.cat([g.reshape(-1) for g in exact])
     finally:
-        _release_params(vae)
+        vae.release_params()
     rows, start = [], 0
     for name, param in zip(names, params):
         part = slice(start, start + param.numel())
@@ -193,7 +193,7 @@ def iwae_checks(truth: LinearGaussian, x: torch.Tensor, generator: torch.Generat
             estimate = log_marginal_likelihood(vae.model, vae.guide, x.repeat(runs, 1), num_samples=k)
             bounds.append(estimate.log_marginal.reshape(runs, n).mean(0))
     finally:
-        _release_params(vae)
+        vae.release_params()
 
     def se(d: torch.Tensor) -> float:
         return (d.std() / math.sqrt(n)).item()
@@ -226,7 +226,7 @@ def fit_linear_vae(x: torch.Tensor, held_out: torch.Tensor, latent_dim: int, noi
     try:
         fit(vae, Dataset("linear-gaussian", x, held_out, (1, x.shape[1])), config)
     finally:
-        _release_params(vae)
+        vae.release_params()
     decoder = vae.decoder[0]
     return LinearGaussian(decoder.weight.detach(), decoder.bias.detach(), vae.likelihood.scale[0].detach())
 
@@ -264,8 +264,18 @@ def _seeded(device: torch.device, seed: int) -> Iterator[None]:
 def run_checks(device: str = "cpu") -> List[CheckRow]:
     """Every check above on one random linear-Gaussian model (P = 6, D = 2, sigma = 0.5) and 500 data
     points from it, on ``device`` (``cpu``, ``cuda``, ``cuda:N`` or ``auto``), seeded, with Pyro's
-    validation on; the global RNG states are restored afterwards."""
+    validation on; the global RNG states are restored afterwards. The checks are thousands of
+    small tensor operations, which run fastest on one CPU thread."""
     dev = resolve_device(device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_checks(dev)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_checks(dev: torch.device) -> List[CheckRow]:
     with _seeded(dev, SEED), pyro.validation_enabled(True):
         generator = torch.Generator().manual_seed(SEED)
         truth = true_model(generator)

@@ -88,14 +88,6 @@ def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
-def _release_params(vae: VAE) -> None:
-    """Forget this VAE's entries in Pyro's param store, so that ``pyro.module`` registers the
-    module's current tensors (after ``.to(device)`` or loading a checkpoint) on the next call."""
-    store = pyro.get_param_store()
-    for name in [n for n in store.keys() if n.startswith(vae.pyro_name + "$$$")]:
-        del store[name]
-
-
 def _write_metrics(run_dir: Path, metrics: List[Dict]) -> None:
     checkpoint.atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics))
 
@@ -121,7 +113,7 @@ def fit(
     valid_x = None if data.valid is None else data.valid.to(device)
     eval_x = train_x[:EVAL_ROWS]
     vae.to(device)
-    _release_params(vae)
+    vae.release_params()
     optimizer = ModuleOptimizer(vae, t.lr)
     elbo = OBJECTIVES.build(config.objective.name, None, config.objective.options)
     svi = SVI(vae.model, vae.guide, optimizer, loss=elbo)

@@ -54,6 +54,13 @@ class VAE(nn.Module):
         self.prior = prior
         self.pyro_name = f"vae{next(_instances)}"
 
+    def release_params(self) -> None:
+        """Forget this VAE's entries in Pyro's param store, so that ``pyro.module`` registers the
+        module's current tensors (after ``.to(device)`` or loading a checkpoint) on the next call."""
+        store = pyro.get_param_store()
+        for name in [n for n in store.keys() if n.startswith(self.pyro_name + "$$$")]:
+            del store[name]
+
     def model(self, x: torch.Tensor, kl_weight: Weight = 1.0) -> torch.Tensor:
         """p(x, z) = p(z) p(x | z), ``x`` observed, one plate over the rows of ``x``."""
         pyro.module(self.pyro_name, self)
