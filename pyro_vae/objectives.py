@@ -17,6 +17,7 @@ reusing a wrong one. Compiling draws no extra random numbers: a run is repeatabl
 without JIT (the draws of a traced and an eager step agree in count, not necessarily in value).
 """
 import math
+import warnings
 from typing import Any, Callable, Dict, List, Tuple
 
 import pyro.infer
@@ -52,14 +53,17 @@ def compiled_once(elbo: ELBO, attr: str, args: tuple, call: Callable[[], Any]) -
 
     Pyro's ``CompiledFunction`` runs the program twice more on its first call (parameter capture
     and tracing), so compiling would shift the random stream; here the first call's result is
-    dropped and the step is re-run compiled from the same RNG state."""
+    dropped and the step is re-run compiled from the same RNG state. torch >= 2.10 flags
+    ``torch.jit.trace`` as deprecated; that warning is silenced here (set ``jit = false`` if a
+    future torch drops it)."""
     cache: Dict[Tuple, Any] = elbo.__dict__.setdefault("compiled_by_signature", {})
     key = signature(args)
     compiled = cache.get(key)
     setattr(elbo, attr, compiled)
     if compiled is not None:
         return call()
-    with torch.random.fork_rng(devices=_cuda_devices(args)):
+    with torch.random.fork_rng(devices=_cuda_devices(args)), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning)
         call()
     cache[key] = getattr(elbo, attr)
     return call()
