@@ -11,7 +11,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import pyro
 import pyro.optim
@@ -51,6 +51,8 @@ class ModuleOptimizer(pyro.optim.PyroOptim):
     ``pyro.optim.Adam`` keeps one optimizer per parameter and steps them one by one; a single
     optimizer steps them all in a few fused kernels. ``SVI`` calls it with the parameters its
     trace saw, which must be the module's (every VAE parameter is registered by ``pyro.module``).
+    After each step the gradients are set to ``None`` (as ``zero_grad`` does), so the next
+    backward pass writes them instead of adding to zero tensors that SVI allocated.
     """
 
     def __init__(self, module: torch.nn.Module, lr: float):
@@ -67,6 +69,7 @@ class ModuleOptimizer(pyro.optim.PyroOptim):
                 f"register every network with pyro.module"
             )
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def get_state(self) -> Dict:
         return self.optimizer.state_dict()
@@ -81,6 +84,22 @@ def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
     if t.kl_warmup_epochs == 0:
         return t.beta
     return t.beta * min(1.0, (step + 1) / (t.kl_warmup_epochs * steps_per_epoch))
+
+
+def make_svi(vae: VAE, config: Config) -> Tuple[SVI, ModuleOptimizer]:
+    """The ``SVI`` object that ``fit`` steps, and its optimizer: the configured objective and
+    one Adam over the VAE's parameters (call it once the VAE is on its device)."""
+    optimizer = ModuleOptimizer(vae, config.train.lr)
+    elbo = OBJECTIVES.build(config.objective.name, None, config.objective.options)
+    return SVI(vae.model, vae.guide, optimizer, loss=elbo), optimizer
+
+
+def train_step(svi: SVI, x: torch.Tensor, weight: float) -> float:
+    """One SVI step on the mini-batch ``x`` with KL weight ``weight``; returns the loss.
+
+    The weight goes in as a 0-d tensor on ``x``'s device, made by a fill rather than a copy from
+    the host, so a JIT-compiled ELBO sees one argument signature whatever the warm-up does."""
+    return svi.step(x, torch.full((), float(weight), device=x.device))
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -114,9 +133,7 @@ def fit(
     eval_x = train_x[:EVAL_ROWS]
     vae.to(device)
     vae.release_params()
-    optimizer = ModuleOptimizer(vae, t.lr)
-    elbo = OBJECTIVES.build(config.objective.name, None, config.objective.options)
-    svi = SVI(vae.model, vae.guide, optimizer, loss=elbo)
+    svi, optimizer = make_svi(vae, config)
     metrics: List[Dict] = []
     start_epoch = 1
     if run_dir is not None:
@@ -145,8 +162,8 @@ def fit(
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{t.epochs}", disable=not progress, leave=False)
             for step in bar:
                 global_step = (epoch - 1) * steps_per_epoch + step
-                weight = torch.tensor(kl_weight(config, global_step, steps_per_epoch), device=device)
-                loss = svi.step(train_x[order[step * batch: (step + 1) * batch]], weight)
+                weight = kl_weight(config, global_step, steps_per_epoch)
+                loss = train_step(svi, train_x[order[step * batch: (step + 1) * batch]], weight)
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"the loss became {loss} at epoch {epoch}, step {step + 1}; training "
