@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from pyro_vae import config as cfg
 from pyro_vae.cli import main
 from pyro_vae.registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
 
@@ -13,6 +14,8 @@ def test_train_evaluate_sample_on_the_default_data(tmp_path, capsys):
     assert main(["train", *FAST, "--out", str(run)]) == 0
     for name in ("config.toml", "metrics.jsonl", "checkpoint.pt", "elbo.png", "reconstructions.png", "samples.png"):
         assert (run / name).stat().st_size > 0, name
+    saved = cfg.load(str(run / "config.toml"))
+    assert saved == cfg.load(None, {"train.epochs": 2, "model.latent_dim": 2, "model.hidden": [32]})
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"epoch", "train_elbo", "test_elbo", "kl", "reconstruction"} <= set(rows[0])
