@@ -19,7 +19,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine import Trace
-from pyro.poutine.util import site_is_subsample
+from pyro.poutine.util import is_validation_enabled, site_is_subsample
 
 PARTICLE_PLATE = "particles"
 
@@ -118,6 +118,10 @@ def log_marginal_likelihood(
     time (default: all, capped by ``max_pairs``) and particles ``particle_batch_size`` at a time
     (default: ``max_pairs // batch_size``), so at most ``max_pairs`` (particle, row) pairs are
     in memory at once.
+
+    With Pyro's validation on, each chunk of rows is first checked by one particle (data and
+    parameters against their supports, the RNG stream left as it was); the K draws then run
+    without validation, which otherwise re-checks every (particle, row) pair.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -128,8 +132,13 @@ def log_marginal_likelihood(
     for start in range(0, n, batch_size):
         xb = x[start: start + batch_size]
         acc = _Accumulator()
-        for k0 in range(0, num_samples, chunk):
-            acc.add(log_weights(model, guide, min(chunk, num_samples - k0), xb, plate=plate))
+        if is_validation_enabled():
+            devices = [xb.device.index or 0] if xb.is_cuda else []
+            with torch.random.fork_rng(devices=devices):
+                log_weights(model, guide, 1, xb, plate=plate)
+        with pyro.validation_enabled(False):
+            for k0 in range(0, num_samples, chunk):
+                acc.add(log_weights(model, guide, min(chunk, num_samples - k0), xb, plate=plate))
         results.append(acc.result(num_samples))
     log_marginal, stderr, ess = (torch.cat(parts) for parts in zip(*results))
     return MarginalEstimate(log_marginal, stderr, ess, num_samples)
