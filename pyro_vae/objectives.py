@@ -11,10 +11,11 @@ beta weighting and KL warm-up are not objectives: the VAE scales its ``"z"`` sit
 Particles are always vectorized. ``jit=True`` (the default for ``trace`` and ``meanfield``)
 compiles the ELBO with ``torch.jit.trace`` through Pyro's ``JitTrace*_ELBO``: the model's
 structure must be static (every registered prior and guide is), and one compiled function is kept
-per signature of the arguments (tensor shapes, dtypes and devices; values of non-tensor
-arguments), so a new batch size or a float ``kl_weight`` gets its own trace instead of silently
-reusing a wrong one. Compiling draws no extra random numbers: a run is repeatable with or
-without JIT (the draws of a traced and an eager step agree in count, not necessarily in value).
+per signature of the arguments (tensor shapes, dtypes and devices), so a new batch size gets its
+own trace instead of silently reusing a wrong one. Positional arguments must be tensors
+(``torch.jit.trace`` refuses others): ``fit`` passes ``kl_weight`` as a 0-d tensor. Compiling
+draws no extra random numbers: a run is repeatable with or without JIT (the draws of a traced and
+an eager step agree in count, not necessarily in value).
 """
 import math
 import warnings
