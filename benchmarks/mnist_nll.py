@@ -7,7 +7,7 @@
 Each configuration trains in its own run directory (``--run-root``, default ``runs/mnist``);
 an interrupted run resumes from its checkpoint when the command is repeated. Test log p(x) is
 importance-sampled with ``--num-samples`` (default 5000) draws per image; ``nll`` = -log p(x)
-in nats, averaged over the test images (``--limit`` evaluates only the first N).
+in nats, averaged over the test images (``--subset N``: a seeded random subset of N).
 """
 import argparse
 import datetime
@@ -38,7 +38,8 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--num-samples", type=int, default=5000)
-    p.add_argument("--limit", type=int, help="evaluate the first N test images only")
+    p.add_argument("--subset", type=int,
+                   help="evaluate a random subset of N test images (fixed seed 0; the file's order is not random)")
     p.add_argument("--run-root", default=str(ROOT / "runs" / "mnist"))
     p.add_argument("--name", help="run directory name (default: derived from the config)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
@@ -54,9 +55,15 @@ def main() -> None:
     run_dir = Path(args.run_root) / name
     dataset = data_mod.load(config.data)
     vae = build(config, dataset.data_dim)
-    resume = (run_dir / training.CHECKPOINT_FILE).exists()
     began = time.perf_counter()
-    metrics = training.fit(vae, dataset, config, run_dir, resume=resume, progress=sys.stderr.isatty())
+    last = run_dir / training.CHECKPOINT_FILE
+    state = torch.load(last, weights_only=True) if last.exists() else None
+    if state is not None and state["epoch"] >= config.train.epochs:  # trained already: evaluate only
+        vae.load_state_dict(state["model"])
+        metrics = state["metrics"]
+    else:
+        metrics = training.fit(vae, dataset, config, run_dir, resume=state is not None,
+                               progress=sys.stderr.isatty())
     train_seconds = time.perf_counter() - began
     print(f"{name}: trained, test ELBO {metrics[-1]['test_elbo']:.2f}", flush=True)
 
@@ -68,7 +75,10 @@ def main() -> None:
         best_epoch = state["epoch"]
     vae.eval()
     device = next(vae.parameters()).device
-    test = dataset.test[: args.limit].to(device) if args.limit else dataset.test.to(device)
+    test = dataset.test
+    if args.subset:
+        test = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: args.subset]]
+    test = test.to(device)
     began = time.perf_counter()
     result = evaluate(vae, test, num_samples=args.num_samples, ladder=())
     eval_seconds = time.perf_counter() - began
@@ -84,7 +94,7 @@ def main() -> None:
         "kl": result["kl"],
         "active_units": result["active_units"],
         "num_samples": args.num_samples,
-        "test_images": result["n"],
+        "test_images": result["n"] if not args.subset else f"random {result['n']} of {len(dataset.test)} (seed 0)",
         "epochs": config.train.epochs,
         "evaluated_epoch": best_epoch if best else config.train.epochs,
         "selection": "best validation ELBO" if best else "last epoch",

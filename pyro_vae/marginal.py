@@ -109,7 +109,7 @@ def log_marginal_likelihood(
     num_samples: int = 1000,
     batch_size: Optional[int] = None,
     particle_batch_size: Optional[int] = None,
-    max_pairs: int = 50_000,
+    max_pairs: int = 5_000,
     plate: str = "data",
 ) -> MarginalEstimate:
     """Importance-sampled log p(x) for each row of ``x`` (see the module docstring).

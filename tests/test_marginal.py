@@ -33,12 +33,15 @@ def test_imperfect_guide_converges_within_4_standard_errors(truth, x):
     set_perturbed_diagonal_guide(vae, truth, torch.Generator().manual_seed(9), spread=0.3)
     estimate = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=5000)
     exact = truth.log_marginal(x)
-    z = (estimate.log_marginal - exact) / estimate.stderr
-    assert (z.abs() < 4).all(), z
     assert (estimate.ess < 5000).all() and (estimate.ess >= 1).all()  # an imperfect guide wastes draws
     # the mean over points, with the standard error of a mean
     mean_se = estimate.stderr.pow(2).sum().sqrt() / len(x)
     assert abs(estimate.log_marginal.mean() - exact.mean()) < 4 * mean_se
+    # each point where the delta-method standard error is trustworthy (ESS of 100 or more; with a
+    # few dominant weights it underestimates the error)
+    z = (estimate.log_marginal - exact) / estimate.stderr
+    trusted = estimate.ess >= 100
+    assert trusted.sum() >= 30 and (z[trusted].abs() < 4).all(), z
     # the imperfect guide's ELBO is clearly below: importance sampling closed the gap
     loc, scale = vae.encoder(x).base_dist.loc, vae.encoder(x).base_dist.scale
     assert (truth.elbo(x, loc, scale).mean() < exact.mean() - 100 * mean_se)
