@@ -9,6 +9,7 @@ an interrupted run resumes from its checkpoint when the command is repeated. Tes
 importance-sampled with ``--num-samples`` (default 5000) draws per image; ``nll`` = -log p(x)
 in nats, averaged over the test images (``--subset N``: a seeded random subset of N).
 """
+
 import argparse
 import datetime
 import json
@@ -31,53 +32,86 @@ RESULTS = ROOT / "benchmarks" / "results" / "mnist_nll.json"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", required=True, help="packaged config name or TOML file")
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--epochs", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--num-samples", type=int, default=5000)
-    p.add_argument("--subset", type=int,
-                   help="evaluate a random subset of N test images (fixed seed 0; the file's order is not random)")
+    p.add_argument(
+        "--subset",
+        type=int,
+        help="evaluate a random subset of N test images (fixed seed 0; the file's order is not random)",
+    )
     p.add_argument("--run-root", default=str(ROOT / "runs" / "mnist"))
-    p.add_argument("--name", help="run directory name (default: derived from the config)")
+    p.add_argument(
+        "--name", help="run directory name (default: derived from the config)"
+    )
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--results", default=str(RESULTS))
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    flags = argparse.Namespace(set=args.set, data_dir=args.data_dir, epochs=args.epochs, device=args.device)
+    flags = argparse.Namespace(
+        set=args.set, data_dir=args.data_dir, epochs=args.epochs, device=args.device
+    )
     config = cfg.load(args.config, cli_overrides(flags))
-    name = args.name or "-".join([Path(args.config).stem, config.prior.name, config.guide.name,
-                                  config.objective.name, f"e{config.train.epochs}"])
+    name = args.name or "-".join(
+        [
+            Path(args.config).stem,
+            config.prior.name,
+            config.guide.name,
+            config.objective.name,
+            f"e{config.train.epochs}",
+        ]
+    )
     run_dir = Path(args.run_root) / name
     dataset = data_mod.load(config.data)
     vae = build(config, dataset.data_dim)
     began = time.perf_counter()
     last = run_dir / training.CHECKPOINT_FILE
     state = torch.load(last, weights_only=True) if last.exists() else None
-    if state is not None and state["epoch"] >= config.train.epochs:  # trained already: evaluate only
+    if (
+        state is not None and state["epoch"] >= config.train.epochs
+    ):  # trained already: evaluate only
         vae.load_state_dict(state["model"])
         metrics = state["metrics"]
     else:
-        metrics = training.fit(vae, dataset, config, run_dir, resume=state is not None,
-                               progress=sys.stderr.isatty())
+        metrics = training.fit(
+            vae,
+            dataset,
+            config,
+            run_dir,
+            resume=state is not None,
+            progress=sys.stderr.isatty(),
+        )
     train_seconds = time.perf_counter() - began
     print(f"{name}: trained, test ELBO {metrics[-1]['test_elbo']:.2f}", flush=True)
 
     best = (run_dir / training.BEST_FILE).exists()
-    if best:  # the epoch with the highest validation ELBO (early stopping without touching the test set)
-        state = torch.load(run_dir / training.BEST_FILE, map_location=next(vae.parameters()).device,
-                           weights_only=True)
+    if (
+        best
+    ):  # the epoch with the highest validation ELBO (early stopping without touching the test set)
+        state = torch.load(
+            run_dir / training.BEST_FILE,
+            map_location=next(vae.parameters()).device,
+            weights_only=True,
+        )
         vae.load_state_dict(state["model"])
         best_epoch = state["epoch"]
     vae.eval()
     device = next(vae.parameters()).device
     test = dataset.test
     if args.subset:
-        test = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[: args.subset]]
+        test = test[
+            torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[
+                : args.subset
+            ]
+        ]
     test = test.to(device)
     began = time.perf_counter()
     result = evaluate(vae, test, num_samples=args.num_samples, ladder=())
@@ -94,14 +128,20 @@ def main() -> None:
         "kl": result["kl"],
         "active_units": result["active_units"],
         "num_samples": args.num_samples,
-        "test_images": result["n"] if not args.subset else f"random {result['n']} of {len(dataset.test)} (seed 0)",
+        "test_images": (
+            result["n"]
+            if not args.subset
+            else f"random {result['n']} of {len(dataset.test)} (seed 0)"
+        ),
         "epochs": config.train.epochs,
         "evaluated_epoch": best_epoch if best else config.train.epochs,
         "selection": "best validation ELBO" if best else "last epoch",
         "seconds_per_epoch": sum(m["seconds"] for m in metrics) / len(metrics),
         "train_seconds_this_invocation": train_seconds,
         "eval_seconds": eval_seconds,
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "device": (
+            str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+        ),
         "cpu_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "date": datetime.date.today().isoformat(),
@@ -113,8 +153,24 @@ def main() -> None:
     rows.append(row)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(rows, indent=2) + "\n")
-    print(json.dumps({k: row[k] for k in ("prior", "guide", "objective", "nll", "nll_stderr", "epochs",
-                                          "seconds_per_epoch", "eval_seconds")}), flush=True)
+    print(
+        json.dumps(
+            {
+                k: row[k]
+                for k in (
+                    "prior",
+                    "guide",
+                    "objective",
+                    "nll",
+                    "nll_stderr",
+                    "epochs",
+                    "seconds_per_epoch",
+                    "eval_seconds",
+                )
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

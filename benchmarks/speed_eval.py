@@ -13,6 +13,7 @@ resident set of a fresh child process that evaluates 10 images once (``VmHWM`` f
 
     python benchmarks/speed_eval.py --quick --json benchmarks/results/speed_eval_cpu.json
 """
+
 import argparse
 import math
 import statistics
@@ -27,23 +28,38 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed_train import DATA_DIM, HIDDEN, LATENT, add_common_arguments, chosen_devices, finish  # noqa: E402,E501
+from speed_train import (  # noqa: E402,E501
+    DATA_DIM,
+    HIDDEN,
+    LATENT,
+    add_common_arguments,
+    chosen_devices,
+    finish,
+)
 
 from pyro_vae import config as config_module  # noqa: E402
 from pyro_vae.marginal import log_marginal_likelihood  # noqa: E402
 from pyro_vae.vae import VAE, build  # noqa: E402
 
-MAX_PAIRS = 5_000  # (particle, image) pairs per chunk: one image with all K = 5000 draws
+MAX_PAIRS = (
+    5_000  # (particle, image) pairs per chunk: one image with all K = 5000 draws
+)
 LOG_2PI = math.log(2 * math.pi)
 
 
 def make_vae(device: torch.device) -> VAE:
-    config = config_module.load(None, {"model.latent_dim": LATENT, "model.hidden": list(HIDDEN)})
+    config = config_module.load(
+        None, {"model.latent_dim": LATENT, "model.hidden": list(HIDDEN)}
+    )
     return build(config, DATA_DIM).to(device).eval()
 
 
 def images(n: int, device: torch.device) -> torch.Tensor:
-    return (torch.rand(n, DATA_DIM, generator=torch.Generator().manual_seed(1)) < 0.2).float().to(device)
+    return (
+        (torch.rand(n, DATA_DIM, generator=torch.Generator().manual_seed(1)) < 0.2)
+        .float()
+        .to(device)
+    )
 
 
 def library_estimate(vae: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
@@ -59,15 +75,16 @@ def torch_estimate(vae: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
     enc = vae.encoder
     out = []
     for start in range(0, x.shape[0], rows):
-        xb = x[start: start + rows]
+        xb = x[start : start + rows]
         h = enc.trunk(xb)
         loc, scale = enc.loc(h), F.softplus(enc.raw_scale(h)) + 1e-5
         log_s1 = log_s2 = None
         for k0 in range(0, k, chunk):
             eps = torch.randn((min(chunk, k - k0),) + loc.shape, device=x.device)
             z = loc + scale * eps
-            log_px = -F.binary_cross_entropy_with_logits(vae.decoder(z), xb.expand(z.shape[0], -1, -1),
-                                                         reduction="none").sum(-1)
+            log_px = -F.binary_cross_entropy_with_logits(
+                vae.decoder(z), xb.expand(z.shape[0], -1, -1), reduction="none"
+            ).sum(-1)
             log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
             log_qz = -(0.5 * (eps.pow(2) + LOG_2PI) + scale.log()).sum(-1)
             log_w = (log_px + log_pz - log_qz).double()
@@ -75,19 +92,24 @@ def torch_estimate(vae: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
             log_s1 = s1 if log_s1 is None else torch.logaddexp(log_s1, s1)
             log_s2 = s2 if log_s2 is None else torch.logaddexp(log_s2, s2)
         ess = torch.exp(2 * log_s1 - log_s2)
-        stderr = ((k / ess - 1).clamp(min=0) / (k - 1)).sqrt()  # noqa: F841  (computed, as the library does)
+        # computed, as the library does, though only the estimate is returned
+        stderr = ((k / ess - 1).clamp(min=0) / (k - 1)).sqrt()  # noqa: F841
         out.append(log_s1 - math.log(k))
     return torch.cat(out)
 
 
 def library_estimate_small_chunks(vae: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
     """The library with the plain sampler's chunking: ``max_pairs=5000`` (one image x K draws)."""
-    return log_marginal_likelihood(vae.model, vae.guide, x, num_samples=k, max_pairs=MAX_PAIRS).log_marginal
+    return log_marginal_likelihood(
+        vae.model, vae.guide, x, num_samples=k, max_pairs=MAX_PAIRS
+    ).log_marginal
 
 
 IMPLS: Dict[str, Callable[[VAE, torch.Tensor, int], torch.Tensor]] = {
-    "library": library_estimate, "torch": torch_estimate,
-    "library_max_pairs_5000": library_estimate_small_chunks}
+    "library": library_estimate,
+    "torch": torch_estimate,
+    "library_max_pairs_5000": library_estimate_small_chunks,
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -121,7 +143,9 @@ def compare(device: torch.device, n: int, k: int, rounds: int) -> Dict:
             "images_per_s": statistics.median(rates[name]),
             "ratio_vs_torch": statistics.median(ratios),
             "mean_log_marginal": estimates[name].mean().item(),
-            "peak_memory_mb": peak[name] / 2**20 if name in peak else child_peak_rss_mb(name, k),
+            "peak_memory_mb": (
+                peak[name] / 2**20 if name in peak else child_peak_rss_mb(name, k)
+            ),
         }
     return out
 
@@ -140,16 +164,25 @@ def child_peak_rss_mb(name: str, k: int) -> float:
         "print(s.status_kib('VmHWM') - before)\n"
     )
     try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        )
     except subprocess.CalledProcessError as err:
-        print(f"peak memory of {name} not measured: {err.stderr.strip().splitlines()[-1]}", file=sys.stderr)
+        print(
+            f"peak memory of {name} not measured: {err.stderr.strip().splitlines()[-1]}",
+            file=sys.stderr,
+        )
         return float("nan")
     return int(done.stdout.split()[-1]) / 1024
 
 
 def status_kib(field: str) -> int:
     """A ``kB`` field of /proc/self/status (VmRSS: resident now, VmHWM: peak since the reset)."""
-    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field))
+    line = next(
+        line
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith(field)
+    )
     return int(line.split()[1])
 
 
@@ -157,20 +190,37 @@ def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="50 images, 2 rounds")
     add_common_arguments(parser)
-    parser.add_argument("--images", type=int, help="images per round (default 50 quick, 200 full)")
-    parser.add_argument("--num-samples", type=int, default=5000, help="K, importance samples per image")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 2 quick, 3 full)")
+    parser.add_argument(
+        "--images", type=int, help="images per round (default 50 quick, 200 full)"
+    )
+    parser.add_argument(
+        "--num-samples", type=int, default=5000, help="K, importance samples per image"
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="interleaved rounds (default 2 quick, 3 full)"
+    )
     args = parser.parse_args(argv)
     devices = chosen_devices(parser, args)
     n = args.images or (50 if args.quick else 200)
     rounds = args.rounds or (2 if args.quick else 3)
     results = []
     for device in devices:
-        result = compare(device, n if device.type == "cpu" else 10 * n, args.num_samples, rounds)
+        result = compare(
+            device, n if device.type == "cpu" else 10 * n, args.num_samples, rounds
+        )
         results.append(result)
-        print("  ".join([f"{device.type:4s} K={args.num_samples}:"] + [
-            f"{name} {result[name]['images_per_s']:8.2f} images/s ({result[name]['ratio_vs_torch']:.3f}x, "
-            f"peak {result[name]['peak_memory_mb']:.0f} MB)" for name in IMPLS]), flush=True)
+        print(
+            "  ".join(
+                [f"{device.type:4s} K={args.num_samples}:"]
+                + [
+                    f"{name} {result[name]['images_per_s']:8.2f} images/s "
+                    f"({result[name]['ratio_vs_torch']:.3f}x, "
+                    f"peak {result[name]['peak_memory_mb']:.0f} MB)"
+                    for name in IMPLS
+                ]
+            ),
+            flush=True,
+        )
     headline = results[-1]
     summary = {
         "ratio_vs_torch": headline["library"]["ratio_vs_torch"],

@@ -13,6 +13,7 @@ shared machine hits both alike; each round gives a ratio, and the median ratio i
 
     python benchmarks/speed_train.py --quick --json benchmarks/results/speed_train_cpu.json
 """
+
 import argparse
 import copy
 import json
@@ -56,16 +57,24 @@ class TorchVAE(nn.Module):
         loc, scale = self.loc(h), F.softplus(self.raw_scale(h)) + 1e-5
         eps = torch.randn_like(loc)
         z = loc + scale * eps
-        log_px = -F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="none").sum(-1)
+        log_px = -F.binary_cross_entropy_with_logits(
+            self.decoder(z), x, reduction="none"
+        ).sum(-1)
         log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
         log_qz = -(0.5 * (eps.pow(2) + LOG_2PI) + scale.log()).sum(-1)
         return -(log_px + log_pz - log_qz).sum()
 
 
-def library_stepper(device: torch.device, batch: int, jit: bool = True) -> Callable[[int], float]:
+def library_stepper(
+    device: torch.device, batch: int, jit: bool = True
+) -> Callable[[int], float]:
     """``fit``'s inner loop body with the default config (only the net's sizes changed)."""
-    overrides = {"model.latent_dim": LATENT, "model.hidden": list(HIDDEN), "train.device": device.type,
-                 "train.batch_size": batch}
+    overrides = {
+        "model.latent_dim": LATENT,
+        "model.hidden": list(HIDDEN),
+        "train.device": device.type,
+        "train.batch_size": batch,
+    }
     if not jit:
         overrides["objective.jit"] = False
     config = config_module.load(None, overrides)
@@ -73,12 +82,14 @@ def library_stepper(device: torch.device, batch: int, jit: bool = True) -> Calla
     vae.release_params()
     svi, _ = make_svi(vae, config)
     data, steps_per_epoch, orders = _data(device, batch)
-    pyro.enable_validation(config.train.validate)  # fit wraps its whole loop in this setting
+    pyro.enable_validation(
+        config.train.validate
+    )  # fit wraps its whole loop in this setting
 
     def step(i: int) -> float:
         epoch, s = divmod(i, steps_per_epoch)
         weight = kl_weight(config, i, steps_per_epoch)
-        loss = train_step(svi, data[orders(epoch)[s * batch: (s + 1) * batch]], weight)
+        loss = train_step(svi, data[orders(epoch)[s * batch : (s + 1) * batch]], weight)
         if not math.isfinite(loss):
             raise RuntimeError(f"library loss became {loss}")
         return loss
@@ -95,7 +106,7 @@ def torch_stepper(vae: VAE, device: torch.device, batch: int) -> Callable[[int],
 
     def step(i: int) -> float:
         epoch, s = divmod(i, steps_per_epoch)
-        loss = model.loss(data[orders(epoch)[s * batch: (s + 1) * batch]])
+        loss = model.loss(data[orders(epoch)[s * batch : (s + 1) * batch]])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -110,7 +121,11 @@ def torch_stepper(vae: VAE, device: torch.device, batch: int) -> Callable[[int],
 def _data(device: torch.device, batch: int):
     """Synthetic binary 'images' (10,000 rows, or 10 batches if larger) and fit's epoch orders."""
     n = max(10_000, 10 * batch)
-    data = (torch.rand(n, DATA_DIM, generator=torch.Generator().manual_seed(0)) < 0.2).float().to(device)
+    data = (
+        (torch.rand(n, DATA_DIM, generator=torch.Generator().manual_seed(0)) < 0.2)
+        .float()
+        .to(device)
+    )
     cache: Dict[int, torch.Tensor] = {}
 
     def orders(epoch: int) -> torch.Tensor:
@@ -127,13 +142,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compare(device: torch.device, batch: int, rounds: int, steps: int, warmup: int, eager: bool) -> Dict:
+def compare(
+    device: torch.device, batch: int, rounds: int, steps: int, warmup: int, eager: bool
+) -> Dict:
     """Interleaved rounds of ``steps`` steps each; per-implementation steps/s and per-round ratios."""
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     lib = library_stepper(device, batch)
     impls: Dict[str, Callable[[int], float]] = {
-        "library": lib, "torch": torch_stepper(lib.vae, device, batch)}
+        "library": lib,
+        "torch": torch_stepper(lib.vae, device, batch),
+    }
     if eager:
         impls["library_eager"] = library_stepper(device, batch, jit=False)
     counters = {name: 0 for name in impls}
@@ -156,7 +175,12 @@ def compare(device: torch.device, batch: int, rounds: int, steps: int, warmup: i
             _sync(device)
             wall[name].append(steps / (time.perf_counter() - w0))
             cpu[name].append(steps / (time.process_time() - c0))
-    out = {"device": device.type, "batch_size": batch, "rounds": rounds, "steps_per_round": steps}
+    out = {
+        "device": device.type,
+        "batch_size": batch,
+        "rounds": rounds,
+        "steps_per_round": steps,
+    }
     for name in impls:
         ratios = [a / b for a, b in zip(wall[name], wall["torch"])]
         cpu_ratios = [a / b for a, b in zip(cpu[name], cpu["torch"])]
@@ -175,11 +199,21 @@ def machine() -> Dict:
     model = ""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in lines
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         model = platform.processor()
-    info = {"cpu": model, "nproc": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version()}
+    info = {
+        "cpu": model,
+        "nproc": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -188,12 +222,20 @@ def machine() -> Dict:
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """--json, --device and --threads, shared with speed_eval.py."""
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--device", choices=("both", "cpu", "cuda"), default="both",
-                        help="both = the CPU, and CUDA when a GPU is visible")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument(
+        "--device",
+        choices=("both", "cpu", "cuda"),
+        default="both",
+        help="both = the CPU, and CUDA when a GPU is visible",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch.set_num_threads (default: torch's choice)"
+    )
 
 
-def chosen_devices(parser: argparse.ArgumentParser, args: argparse.Namespace) -> List[torch.device]:
+def chosen_devices(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> List[torch.device]:
     """Apply --threads; the devices --device names (CUDA only when a GPU is visible)."""
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -208,8 +250,12 @@ def chosen_devices(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 def finish(summary: Dict, args: argparse.Namespace, argv) -> Dict:
     """Add the machine, command and date to ``summary``; write it to --json when given."""
-    words = [Path(sys.argv[0]).as_posix()] + (sys.argv[1:] if argv is None else list(argv))
-    summary.update(machine=machine(), date=date.today().isoformat(), command=" ".join(words))
+    words = [Path(sys.argv[0]).as_posix()] + (
+        sys.argv[1:] if argv is None else list(argv)
+    )
+    summary.update(
+        machine=machine(), date=date.today().isoformat(), command=" ".join(words)
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -218,13 +264,26 @@ def finish(summary: Dict, args: argparse.Namespace, argv) -> Dict:
 
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few short rounds (under a minute on 2 cores)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="few short rounds (under a minute on 2 cores)",
+    )
     add_common_arguments(parser)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5 quick, 15 full)")
-    parser.add_argument("--steps", type=int,
-                        help="steps per round at batch 100 (scaled down for larger batches on the CPU)")
-    parser.add_argument("--no-eager", action="store_true", help="skip the library with objective.jit = false")
+    parser.add_argument(
+        "--rounds", type=int, help="interleaved rounds (default 5 quick, 15 full)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="steps per round at batch 100 (scaled down for larger batches on the CPU)",
+    )
+    parser.add_argument(
+        "--no-eager",
+        action="store_true",
+        help="skip the library with objective.jit = false",
+    )
     args = parser.parse_args(argv)
     devices = chosen_devices(parser, args)
     rounds = args.rounds or (5 if args.quick else 15)
@@ -232,14 +291,31 @@ def main(argv=None) -> Dict:
     results = []
     for device in devices:
         for batch in args.batch_sizes:
-            steps = max(5, base_steps * 100 // max(batch, 100)) if device.type == "cpu" else base_steps
-            result = compare(device, batch, rounds, steps, warmup=max(5, steps // 2), eager=not args.no_eager)
+            steps = (
+                max(5, base_steps * 100 // max(batch, 100))
+                if device.type == "cpu"
+                else base_steps
+            )
+            result = compare(
+                device,
+                batch,
+                rounds,
+                steps,
+                warmup=max(5, steps // 2),
+                eager=not args.no_eager,
+            )
             results.append(result)
             line = "  ".join(
                 f"{name} {result[name]['steps_per_s']:8.1f}/s ({result[name]['ratio_vs_torch']:.3f}x)"
-                for name in ("library", "torch", "library_eager") if name in result)
+                for name in ("library", "torch", "library_eager")
+                if name in result
+            )
             print(f"{device.type:4s} batch {batch:5d}: {line}", flush=True)
-    by_device = {r["device"]: r["library"]["ratio_vs_torch"] for r in results if r["batch_size"] == 100}
+    by_device = {
+        r["device"]: r["library"]["ratio_vs_torch"]
+        for r in results
+        if r["batch_size"] == 100
+    }
     headline = "cuda" if "cuda" in by_device else "cpu"
     summary = {
         "ratio_vs_torch": by_device.get(headline),

@@ -2,6 +2,7 @@
 
 Importing the package registers every prior, guide, likelihood and objective.
 """
+
 from . import guides, likelihoods, objectives, priors  # noqa: F401  (registration)
 from .config import Config
 from .data import Dataset
@@ -10,4 +11,12 @@ from .train import fit
 from .vae import VAE, build
 
 __version__ = "0.1.0"
-__all__ = ["Config", "Dataset", "MarginalEstimate", "VAE", "build", "fit", "log_marginal_likelihood"]
+__all__ = [
+    "Config",
+    "Dataset",
+    "MarginalEstimate",
+    "VAE",
+    "build",
+    "fit",
+    "log_marginal_likelihood",
+]

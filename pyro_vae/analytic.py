@@ -25,6 +25,7 @@ Densities come from ``torch.distributions``; shapes follow the data: ``x`` is (N
 linear decoder and encoder), so that ``checks.py`` checks the library's own code paths against the
 closed forms; ``set_exact_posterior_guide`` and ``set_perturbed_diagonal_guide`` set its encoder.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
@@ -39,7 +40,9 @@ from .vae import VAE, build
 Scalar = Union[float, torch.Tensor]
 
 
-def gaussian_kl_to_standard_normal(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def gaussian_kl_to_standard_normal(
+    loc: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """KL(N(loc, diag scale^2) || N(0, I)) = -1/2 sum_j (1 + log s_j^2 - m_j^2 - s_j^2), summed over
     the last dimension: the closed form of the mean-field ELBO's KL term."""
     variance = scale.pow(2)
@@ -60,9 +63,13 @@ class LinearGaussian:
                 f"bias must have shape ({weight.shape[0]},) to match weight {tuple(weight.shape)}, "
                 f"got {tuple(bias.shape)}"
             )
-        noise_scale = torch.as_tensor(noise_scale, dtype=weight.dtype, device=weight.device)
+        noise_scale = torch.as_tensor(
+            noise_scale, dtype=weight.dtype, device=weight.device
+        )
         if noise_scale.dim() != 0 or not noise_scale > 0:
-            raise ValueError(f"noise_scale must be one positive number, got {noise_scale}")
+            raise ValueError(
+                f"noise_scale must be one positive number, got {noise_scale}"
+            )
         self.weight, self.bias, self.noise_scale = weight, bias, noise_scale
 
     @property
@@ -74,12 +81,16 @@ class LinearGaussian:
         return self.weight.shape[1]
 
     def to(self, device: Union[str, torch.device]) -> "LinearGaussian":
-        return LinearGaussian(self.weight.to(device), self.bias.to(device), self.noise_scale.to(device))
+        return LinearGaussian(
+            self.weight.to(device), self.bias.to(device), self.noise_scale.to(device)
+        )
 
     # -- the generative model ------------------------------------------------------------------
     def marginal(self) -> MultivariateNormal:
         """p(x) = N(b, W W^T + sigma^2 I)."""
-        eye = torch.eye(self.data_dim, dtype=self.weight.dtype, device=self.weight.device)
+        eye = torch.eye(
+            self.data_dim, dtype=self.weight.dtype, device=self.weight.device
+        )
         covariance = self.weight @ self.weight.T + self.noise_scale.pow(2) * eye
         return MultivariateNormal(self.bias, covariance_matrix=covariance)
 
@@ -87,13 +98,19 @@ class LinearGaussian:
         """Exact log p(x) per data point, shape (N,)."""
         return self.marginal().log_prob(x)
 
-    def sample(self, num: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample(
+        self, num: int, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
         """``num`` draws x = W z + b + sigma eps (z, eps standard normal), shape (num, P), drawn on the
         ``generator``'s device and returned on the model's."""
         w = self.weight
         where = generator.device if generator is not None else w.device
-        z = torch.randn(num, self.latent_dim, generator=generator, dtype=w.dtype, device=where).to(w.device)
-        eps = torch.randn(num, self.data_dim, generator=generator, dtype=w.dtype, device=where).to(w.device)
+        z = torch.randn(
+            num, self.latent_dim, generator=generator, dtype=w.dtype, device=where
+        ).to(w.device)
+        eps = torch.randn(
+            num, self.data_dim, generator=generator, dtype=w.dtype, device=where
+        ).to(w.device)
         return z @ w.T + self.bias + self.noise_scale * eps
 
     # -- the exact posterior -------------------------------------------------------------------
@@ -104,7 +121,9 @@ class LinearGaussian:
             Sigma = (I + W^T W / sigma^2)^{-1},   G = Sigma W^T / sigma^2,   c = -G b
         """
         variance = self.noise_scale.pow(2)
-        eye = torch.eye(self.latent_dim, dtype=self.weight.dtype, device=self.weight.device)
+        eye = torch.eye(
+            self.latent_dim, dtype=self.weight.dtype, device=self.weight.device
+        )
         precision = eye + self.weight.T @ self.weight / variance
         covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
         gain = covariance @ self.weight.T / variance
@@ -126,16 +145,27 @@ class LinearGaussian:
         self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
     ) -> torch.Tensor:
         """The reconstruction term E_q[log p(x | z)] =
-        log N(x; W m + b, sigma^2 I) - sum_j s_j^2 ||W_{:,j}||^2 / (2 sigma^2), per data point."""
-        at_mean = Normal(loc @ self.weight.T + self.bias, self.noise_scale).log_prob(x).sum(-1)
+        log N(x; W m + b, sigma^2 I) - sum_j s_j^2 ||W_{:,j}||^2 / (2 sigma^2), per data point.
+        """
+        at_mean = (
+            Normal(loc @ self.weight.T + self.bias, self.noise_scale)
+            .log_prob(x)
+            .sum(-1)
+        )
         spread = scale.pow(2) @ self.weight.pow(2).sum(0)
         return at_mean - spread / (2 * self.noise_scale.pow(2))
 
-    def elbo(self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def elbo(
+        self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
         """ELBO = E_q[log p(x | z)] - KL(q || N(0, I)) per data point, shape (N,)."""
-        return self.expected_log_likelihood(x, loc, scale) - gaussian_kl_to_standard_normal(loc, scale)
+        return self.expected_log_likelihood(
+            x, loc, scale
+        ) - gaussian_kl_to_standard_normal(loc, scale)
 
-    def kl_to_posterior(self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def kl_to_posterior(
+        self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
         """KL(q(z | x) || p(z | x)) per data point, from torch's Gaussian-Gaussian KL."""
         q = MultivariateNormal(loc, scale_tril=torch.diag_embed(scale))
         return kl_divergence(q, self.posterior_distribution(x))
@@ -164,7 +194,8 @@ class LinearGaussian:
 class PPCASolution:
     """The maximum-likelihood linear-Gaussian model of a data set and its exact mean log-likelihood
     per data point, ``-1/2 [P log 2 pi + sum_j log c_j + sum_j lambda_j / c_j]`` (lambda_j the sample
-    covariance's eigenvalues, c_j the model covariance's eigenvalues along the same eigenvectors)."""
+    covariance's eigenvalues, c_j the model covariance's eigenvalues along the same eigenvectors).
+    """
 
     model: LinearGaussian
     mean_log_likelihood: float
@@ -186,9 +217,13 @@ def ppca_maximum_likelihood(
     direction whose eigenvalue is below sigma^2 gets a zero column)."""
     n, p = x.shape
     if not 1 <= latent_dim < p:
-        raise ValueError(f"latent_dim must be between 1 and data_dim - 1 = {p - 1}, got {latent_dim}")
+        raise ValueError(
+            f"latent_dim must be between 1 and data_dim - 1 = {p - 1}, got {latent_dim}"
+        )
     if n < 2:
-        raise ValueError(f"need at least 2 data points to fit probabilistic PCA, got {n}")
+        raise ValueError(
+            f"need at least 2 data points to fit probabilistic PCA, got {n}"
+        )
     mean = x.mean(0)
     centred = x - mean
     eigenvalues, eigenvectors = torch.linalg.eigh(centred.T @ centred / n)
@@ -199,13 +234,19 @@ def ppca_maximum_likelihood(
         variance = torch.as_tensor(noise_scale, dtype=x.dtype, device=x.device).pow(2)
     kept = eigenvalues[:latent_dim]
     weight = eigenvectors[:, :latent_dim] * (kept - variance).clamp(min=0).sqrt()
-    model_eigenvalues = torch.cat([torch.maximum(kept, variance), variance.expand(p - latent_dim)])
+    model_eigenvalues = torch.cat(
+        [torch.maximum(kept, variance), variance.expand(p - latent_dim)]
+    )
     log_likelihood = -0.5 * (
         p * math.log(2 * math.pi)
         + model_eigenvalues.log().sum()
         + (eigenvalues / model_eigenvalues).sum()
     )
-    return PPCASolution(LinearGaussian(weight, mean, variance.sqrt()), log_likelihood.item(), eigenvalues)
+    return PPCASolution(
+        LinearGaussian(weight, mean, variance.sqrt()),
+        log_likelihood.item(),
+        eigenvalues,
+    )
 
 
 # -- the same model written with the library's own parts ----------------------------------------
@@ -234,19 +275,29 @@ def linear_vae(truth: LinearGaussian, guide: str = "full_rank") -> VAE:
     and b, the Gaussian likelihood at sigma, the standard normal prior; a linear ``guide``
     (``diagonal`` or ``full_rank``) left at its random initialization."""
     if guide not in LINEAR_GUIDES:
-        raise ValueError(f"linear_vae takes the guide 'diagonal' or 'full_rank', got '{guide}'")
-    config = from_dict({
-        "model": {"latent_dim": truth.latent_dim, "hidden": []},
-        "prior": {"name": "standard_normal"},
-        "guide": {"name": guide},
-        "likelihood": {"name": "gaussian", "scale": truth.noise_scale.item(), "learn_scale": False},
-    })
+        raise ValueError(
+            f"linear_vae takes the guide 'diagonal' or 'full_rank', got '{guide}'"
+        )
+    config = from_dict(
+        {
+            "model": {"latent_dim": truth.latent_dim, "hidden": []},
+            "prior": {"name": "standard_normal"},
+            "guide": {"name": guide},
+            "likelihood": {
+                "name": "gaussian",
+                "scale": truth.noise_scale.item(),
+                "learn_scale": False,
+            },
+        }
+    )
     vae = build(config, truth.data_dim).double().to(truth.weight.device)
     with torch.no_grad():
         vae.decoder[0].weight.copy_(truth.weight)
         vae.decoder[0].bias.copy_(truth.bias)
         # the likelihood computed its raw scale in float32; set it again in float64
-        vae.likelihood.raw_scale.copy_(softplus_inverse(truth.noise_scale.expand(truth.data_dim)))
+        vae.likelihood.raw_scale.copy_(
+            softplus_inverse(truth.noise_scale.expand(truth.data_dim))
+        )
     return vae
 
 
@@ -266,8 +317,13 @@ def set_exact_posterior_guide(vae: VAE, truth: LinearGaussian) -> None:
         encoder.off_diag.bias.copy_(tril[encoder.rows, encoder.cols])
 
 
-def set_perturbed_diagonal_guide(vae: VAE, truth: LinearGaussian, generator: torch.Generator,
-                                 spread: float = 0.3, widen: float = 1.0) -> None:
+def set_perturbed_diagonal_guide(
+    vae: VAE,
+    truth: LinearGaussian,
+    generator: torch.Generator,
+    spread: float = 0.3,
+    widen: float = 1.0,
+) -> None:
     """Make a linear ``diagonal`` guide an imperfect one: the posterior mean map with relative noise
     ``spread``, and scales that vary with x around the posterior marginal sd times ``widen``, randomly
     mis-scaled by a factor exp(spread * N(0, 1))."""
@@ -275,7 +331,9 @@ def set_perturbed_diagonal_guide(vae: VAE, truth: LinearGaussian, generator: tor
     gain, offset, covariance = truth.posterior_map()
 
     def noise(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=generator, dtype=gain.dtype).to(gain.device)
+        return torch.randn(*shape, generator=generator, dtype=gain.dtype).to(
+            gain.device
+        )
 
     d, p = gain.shape
     sd = widen * covariance.diagonal().sqrt() * (spread * noise(d)).exp()
@@ -286,14 +344,20 @@ def set_perturbed_diagonal_guide(vae: VAE, truth: LinearGaussian, generator: tor
         encoder.raw_scale.bias.copy_(softplus_inverse(sd - MIN_SCALE))
 
 
-def diagonal_guide_params(vae: VAE, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def diagonal_guide_params(
+    vae: VAE, x: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """The diagonal guide's loc and scale at ``x`` (with the graph to the encoder's parameters)."""
     q = vae.encoder(x).base_dist
     return q.loc, q.scale
 
 
-def true_model(generator: torch.Generator, data_dim: int = 6, latent_dim: int = 2,
-               noise_scale: float = 0.5) -> LinearGaussian:
+def true_model(
+    generator: torch.Generator,
+    data_dim: int = 6,
+    latent_dim: int = 2,
+    noise_scale: float = 0.5,
+) -> LinearGaussian:
     """A random linear-Gaussian model (float64, on the CPU)."""
     weight = torch.randn(data_dim, latent_dim, generator=generator, dtype=torch.float64)
     bias = torch.randn(data_dim, generator=generator, dtype=torch.float64)

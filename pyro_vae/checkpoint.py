@@ -6,6 +6,7 @@ optimizer's state, the epoch, the metrics so far, the resolved config, and the R
 torch (CPU and CUDA), NumPy and Python. Tensors are saved on the CPU, so a checkpoint written
 on a GPU loads on a machine without one.
 """
+
 import os
 import random
 import tempfile
@@ -54,14 +55,20 @@ def save(path: PathLike, state: Dict[str, Any]) -> None:
     atomic_write_bytes(path, lambda f: torch.save(_to_cpu(state), f))
 
 
-def load(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+def load(
+    path: PathLike, map_location: Union[str, torch.device] = "cpu"
+) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise TrainingError(f"no checkpoint at '{path}': train first (pyro-vae train --out DIR)")
+        raise TrainingError(
+            f"no checkpoint at '{path}': train first (pyro-vae train --out DIR)"
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for a corrupt file
-        raise TrainingError(f"checkpoint '{path}' cannot be read ({err}); it is not a pyro-vae checkpoint or is corrupt") from None
+        raise TrainingError(
+            f"checkpoint '{path}' cannot be read ({err}); it is not a pyro-vae checkpoint or is corrupt"
+        ) from None
 
 
 def rng_state() -> Dict[str, Any]:
@@ -71,9 +78,17 @@ def rng_state() -> Dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
-                  "has_gauss": has_gauss, "cached": cached},
-        "python": {"version": version, "state": list(py_state), "gauss_next": gauss_next},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
+        "python": {
+            "version": version,
+            "state": list(py_state),
+            "gauss_next": gauss_next,
+        },
     }
 
 
@@ -82,6 +97,14 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached"],
+        )
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))

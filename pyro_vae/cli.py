@@ -3,6 +3,7 @@
 Errors a user can cause print one line, ``error: ...``, and exit with status 2 (``--debug``
 shows the traceback instead).
 """
+
 import argparse
 import json
 import sys
@@ -38,42 +39,74 @@ DATA_HELP = (
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders with Pyro.")
+    p = argparse.ArgumentParser(
+        prog="pyro-vae", description="Variational autoencoders with Pyro."
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a VAE (defaults: the embedded digits data)")
-    t.add_argument("--config", help="a TOML file, or the name of a packaged config (see 'pyro-vae list')")
+    t.add_argument(
+        "--config",
+        help="a TOML file, or the name of a packaged config (see 'pyro-vae list')",
+    )
     t.add_argument("--dataset", help=DATA_HELP)
     t.add_argument("--data-dir", help="directory holding the data set's files")
     t.add_argument("--likelihood", help="bernoulli, gaussian, continuous_bernoulli")
     t.add_argument("--prior", help="see 'pyro-vae list'")
     t.add_argument("--guide", help="see 'pyro-vae list'")
     t.add_argument("--elbo", help="trace, meanfield or iwae")
-    t.add_argument("--num-particles", type=int, help="samples per data point for the objective")
+    t.add_argument(
+        "--num-particles", type=int, help="samples per data point for the objective"
+    )
     t.add_argument("--latent-dim", type=int)
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--beta", type=float, help="weight of the KL term (1: the ELBO)")
-    t.add_argument("--kl-warmup-epochs", type=int, help="epochs of linear KL warm-up from 0 to beta")
+    t.add_argument(
+        "--kl-warmup-epochs",
+        type=int,
+        help="epochs of linear KL warm-up from 0 to beta",
+    )
     t.add_argument("--device", help="auto (CUDA when available), cpu, cuda")
     t.add_argument("--seed", type=int)
-    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="any config value, e.g. --set guide.num_flows=4 (repeatable)")
-    t.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
-    t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any config value, e.g. --set guide.num_flows=4 (repeatable)",
+    )
+    t.add_argument(
+        "--out", default="runs/default", help="run directory (default: runs/default)"
+    )
+    t.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in --out"
+    )
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace an existing run in --out"
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("evaluate", help="log p(x) by importance sampling, bounds and diagnostics")
+    e = sub.add_parser(
+        "evaluate", help="log p(x) by importance sampling, bounds and diagnostics"
+    )
     e.add_argument("run_dir")
-    e.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data point")
+    e.add_argument(
+        "--num-samples",
+        type=int,
+        default=1000,
+        help="importance samples K per data point",
+    )
     e.add_argument("--split", default="test", help="test, valid or train")
     e.add_argument("--limit", type=int, help="evaluate only the first N data points")
     e.add_argument("--device", default="auto")
-    e.add_argument("--best", action="store_true",
-                   help="use the epoch with the highest validation ELBO (best.pt) instead of the last")
+    e.add_argument(
+        "--best",
+        action="store_true",
+        help="use the epoch with the highest validation ELBO (best.pt) instead of the last",
+    )
 
     s = sub.add_parser("sample", help="decode draws from the prior into an image grid")
     s.add_argument("run_dir")
@@ -84,7 +117,9 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check every ELBO estimator against closed forms")
     c.add_argument("--device", default="cpu")
 
-    li = sub.add_parser("list", help="list the registered priors, guides, likelihoods, objectives")
+    li = sub.add_parser(
+        "list", help="list the registered priors, guides, likelihoods, objectives"
+    )
     li.add_argument("--json", action="store_true")
     return p
 
@@ -98,19 +133,25 @@ def overrides(args: argparse.Namespace) -> Dict[str, object]:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set '{item}' must look like SECTION.KEY=VALUE, e.g. --set train.epochs=5")
+            raise ConfigError(
+                f"--set '{item}' must look like SECTION.KEY=VALUE, e.g. --set train.epochs=5"
+            )
         out[key.strip()] = cfg.parse_value(value.strip())
     return out
 
 
 def train(args: argparse.Namespace) -> None:
-    from . import data, plots, train as training, vae as vae_mod
+    from . import data, plots
+    from . import train as training
+    from . import vae as vae_mod
 
     run_dir = Path(args.out)
     if args.resume:
         saved = run_dir / training.CONFIG_FILE
         if not saved.is_file():
-            raise ConfigError(f"nothing to resume in '{run_dir}': it has no {training.CONFIG_FILE}")
+            raise ConfigError(
+                f"nothing to resume in '{run_dir}': it has no {training.CONFIG_FILE}"
+            )
         config = cfg.load(str(saved), overrides(args))
     else:
         if (run_dir / training.CHECKPOINT_FILE).exists() and not args.overwrite:
@@ -121,27 +162,43 @@ def train(args: argparse.Namespace) -> None:
         config = cfg.load(args.config, overrides(args))
     dataset = data.load(config.data)
     vae = vae_mod.build(config, dataset.data_dim)
-    print(f"training on {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images; "
-          f"prior={config.prior.name} guide={config.guide.name} likelihood={config.likelihood.name} "
-          f"objective={config.objective.name}; run directory {run_dir}")
-    metrics = training.fit(vae, dataset, config, run_dir, resume=args.resume, progress=not args.no_progress)
+    print(
+        f"training on {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images; "
+        f"prior={config.prior.name} guide={config.guide.name} likelihood={config.likelihood.name} "
+        f"objective={config.objective.name}; run directory {run_dir}"
+    )
+    metrics = training.fit(
+        vae, dataset, config, run_dir, resume=args.resume, progress=not args.no_progress
+    )
     for row in metrics[-1:]:
-        print(f"epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO {row['test_elbo']:.2f} "
-              f"(reconstruction {row['reconstruction']:.2f}, KL {row['kl']:.2f}) nats per data point")
+        print(
+            f"epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO {row['test_elbo']:.2f} "
+            f"(reconstruction {row['reconstruction']:.2f}, KL {row['kl']:.2f}) nats per data point"
+        )
     vae.eval()
     device = next(vae.parameters()).device
     test = dataset.test[:10].to(device)
     plots.training_curves(metrics, run_dir / "elbo.png")
-    plots.image_grid([("data", test), ("reconstruction", vae.reconstruct(test))], dataset.image_shape,
-                     run_dir / "reconstructions.png")
-    plots.image_grid([("samples from p(z)", vae.sample(10)), ("", vae.sample(10))], dataset.image_shape,
-                     run_dir / "samples.png")
-    print(f"wrote {run_dir}/: config.toml, metrics.jsonl, checkpoint.pt, elbo.png, reconstructions.png, samples.png")
+    plots.image_grid(
+        [("data", test), ("reconstruction", vae.reconstruct(test))],
+        dataset.image_shape,
+        run_dir / "reconstructions.png",
+    )
+    plots.image_grid(
+        [("samples from p(z)", vae.sample(10)), ("", vae.sample(10))],
+        dataset.image_shape,
+        run_dir / "samples.png",
+    )
+    print(
+        f"wrote {run_dir}/: config.toml, metrics.jsonl, checkpoint.pt, elbo.png, "
+        "reconstructions.png, samples.png"
+    )
 
 
 def evaluate(args: argparse.Namespace) -> None:
     from . import plots
-    from .evaluate import evaluate as run_evaluation, load_run
+    from .evaluate import evaluate as run_evaluation
+    from .evaluate import load_run
 
     config, vae, dataset = load_run(Path(args.run_dir), args.device, best=args.best)
     x = dataset.split(args.split)
@@ -150,21 +207,30 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
     x = x.to(next(vae.parameters()).device)
-    result = {"split": args.split, "checkpoint": "best" if args.best else "last",
-              **run_evaluation(vae, x, args.num_samples)}
+    result = {
+        "split": args.split,
+        "checkpoint": "best" if args.best else "last",
+        **run_evaluation(vae, x, args.num_samples),
+    }
     run_dir = Path(args.run_dir)
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     if result["kl_per_dim"] is not None:
         import torch
 
-        plots.kl_per_dimension(torch.tensor(result["kl_per_dim"]), run_dir / "kl_per_dim.png")
+        plots.kl_per_dimension(
+            torch.tensor(result["kl_per_dim"]), run_dir / "kl_per_dim.png"
+        )
     ks = [int(k) for k in result["iwae"]] + [args.num_samples]
     values = [v["value"] for v in result["iwae"].values()] + [result["log_marginal"]]
-    errors = [v["stderr"] or 0.0 for v in result["iwae"].values()] + [result["log_marginal_stderr"] or 0.0]
+    errors = [v["stderr"] or 0.0 for v in result["iwae"].values()] + [
+        result["log_marginal_stderr"] or 0.0
+    ]
     plots.bound_ladder(ks, values, errors, result["elbo"], run_dir / "bound_ladder.png")
-    print(f"{args.split} ({result['n']} images): log p(x) ~= {result['log_marginal']:.2f} "
-          f"± {result['log_marginal_stderr'] or float('nan'):.2f} nats (K={args.num_samples}), "
-          f"ELBO {result['elbo']:.2f}, KL {result['kl']:.2f}, active units {result['active_units']}")
+    print(
+        f"{args.split} ({result['n']} images): log p(x) ~= {result['log_marginal']:.2f} "
+        f"± {result['log_marginal_stderr'] or float('nan'):.2f} nats (K={args.num_samples}), "
+        f"ELBO {result['elbo']:.2f}, KL {result['kl']:.2f}, active units {result['active_units']}"
+    )
     print(f"wrote {run_dir}/evaluation.json, bound_ladder.png")
 
 
@@ -179,7 +245,10 @@ def sample(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
     images = vae.sample(args.num)
     per_row = 16
-    rows = [("" if i else "samples from p(z)", images[i: i + per_row]) for i in range(0, args.num, per_row)]
+    rows = [
+        ("" if i else "samples from p(z)", images[i : i + per_row])
+        for i in range(0, args.num, per_row)
+    ]
     plots.image_grid(rows, dataset.image_shape, out)
     print(f"wrote {out}")
 
@@ -195,7 +264,12 @@ def check(args: argparse.Namespace) -> int:
 
 
 def list_parts(args: argparse.Namespace) -> None:
-    parts = {"priors": PRIORS, "guides": GUIDES, "likelihoods": LIKELIHOODS, "objectives": OBJECTIVES}
+    parts = {
+        "priors": PRIORS,
+        "guides": GUIDES,
+        "likelihoods": LIKELIHOODS,
+        "objectives": OBJECTIVES,
+    }
     if args.json:
         print(json.dumps({k: r.names() for k, r in parts.items()}))
         return
@@ -203,14 +277,26 @@ def list_parts(args: argparse.Namespace) -> None:
         print(f"{kind}:")
         for name in registry.names():
             doc = (registry.get(name).__doc__ or "").strip().splitlines()[0]
-            options = ", ".join(f"{k}={v!r}" for k, v in registry.defaults(name).items())
-            print(f"  {name:22s} {doc}" + (f"  [options: {options}]" if options else ""))
-    print("packaged configs (use with --config NAME):", ", ".join(cfg.packaged_configs()))
+            options = ", ".join(
+                f"{k}={v!r}" for k, v in registry.defaults(name).items()
+            )
+            print(
+                f"  {name:22s} {doc}" + (f"  [options: {options}]" if options else "")
+            )
+    print(
+        "packaged configs (use with --config NAME):", ", ".join(cfg.packaged_configs())
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    commands = {"train": train, "evaluate": evaluate, "sample": sample, "check": check, "list": list_parts}
+    commands = {
+        "train": train,
+        "evaluate": evaluate,
+        "sample": sample,
+        "check": check,
+        "list": list_parts,
+    }
     try:
         return commands[args.command](args) or 0
     except PyroVAEError as err:
@@ -219,8 +305,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last finished epoch's checkpoint is intact: resume with --resume",
-              file=sys.stderr)
+        print(
+            "interrupted; the last finished epoch's checkpoint is intact: resume with --resume",
+            file=sys.stderr,
+        )
         return 130
 
 

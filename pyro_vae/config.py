@@ -6,6 +6,7 @@ part's own options, which the part's registry checks. Precedence: defaults < TOM
 command-line flags. ``to_dict``/``from_dict`` round-trip exactly, so a run's saved
 ``config.toml`` rebuilds the same run.
 """
+
 import dataclasses
 import math
 import tomllib
@@ -53,10 +54,17 @@ class TrainConfig:
     kl_warmup_epochs: int = 0
     device: str = "auto"
     seed: int = 0
-    validate: bool = False  # Pyro's distribution/trace validation; slower, for debugging
+    validate: bool = (
+        False  # Pyro's distribution/trace validation; slower, for debugging
+    )
 
 
-PARTS = {"prior": PRIORS, "guide": GUIDES, "likelihood": LIKELIHOODS, "objective": OBJECTIVES}
+PARTS = {
+    "prior": PRIORS,
+    "guide": GUIDES,
+    "likelihood": LIKELIHOODS,
+    "objective": OBJECTIVES,
+}
 DEFAULT_PARTS = {
     "prior": "standard_normal",
     "guide": "diagonal",
@@ -122,7 +130,9 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
 def _check_tables(raw: Mapping[str, Any]) -> None:
     for section, values in raw.items():
         if not isinstance(values, Mapping):
-            raise ConfigError(f"config section [{section}] must be a table of key = value pairs")
+            raise ConfigError(
+                f"config section [{section}] must be a table of key = value pairs"
+            )
 
 
 def _fixed_section(section: str, cls: type, values: Dict[str, Any]) -> Any:
@@ -154,7 +164,9 @@ def validate(config: Config) -> None:
     )
     _require(m.latent_dim >= 1, f"[model] latent_dim must be >= 1, got {m.latent_dim}")
     _require(
-        all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in m.hidden),
+        all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in m.hidden
+        ),
         f"[model] hidden must be a list of positive layer widths like [200, 200], got {list(m.hidden)}",
     )
     _require(
@@ -165,7 +177,8 @@ def validate(config: Config) -> None:
     _require(t.epochs >= 1, f"[train] epochs must be >= 1, got {t.epochs}")
     _require(t.batch_size >= 1, f"[train] batch_size must be >= 1, got {t.batch_size}")
     _require(
-        math.isfinite(t.lr) and t.lr > 0, f"[train] lr must be a positive number, got {t.lr}"
+        math.isfinite(t.lr) and t.lr > 0,
+        f"[train] lr must be a positive number, got {t.lr}",
     )
     _require(
         math.isfinite(t.beta) and t.beta > 0,
@@ -188,7 +201,9 @@ def validate(config: Config) -> None:
 def packaged_configs() -> List[str]:
     """Names of the example configs shipped in ``pyro_vae/configs``."""
     root = resources.files("pyro_vae") / "configs"
-    return sorted(p.name[: -len(".toml")] for p in root.iterdir() if p.name.endswith(".toml"))
+    return sorted(
+        p.name[: -len(".toml")] for p in root.iterdir() if p.name.endswith(".toml")
+    )
 
 
 def read_toml(path_or_name: str) -> Dict[str, Any]:
@@ -197,7 +212,9 @@ def read_toml(path_or_name: str) -> Dict[str, Any]:
     if path.is_file():
         text = path.read_text()
     elif path_or_name in packaged_configs():
-        text = (resources.files("pyro_vae") / "configs" / f"{path_or_name}.toml").read_text()
+        text = (
+            resources.files("pyro_vae") / "configs" / f"{path_or_name}.toml"
+        ).read_text()
     else:
         names = packaged_configs()
         raise ConfigError(
@@ -241,7 +258,9 @@ def merge(raw: Dict[str, Any], overrides: Mapping[str, Any]) -> Dict[str, Any]:
     return merged
 
 
-def load(path_or_name: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = None) -> Config:
+def load(
+    path_or_name: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = None
+) -> Config:
     """Defaults, then the TOML file (or packaged config), then ``overrides``."""
     raw = read_toml(path_or_name) if path_or_name else {}
     return from_dict(merge(raw, overrides or {}))

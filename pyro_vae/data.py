@@ -9,6 +9,7 @@
 
 There is no download code: point ``--data-dir`` at a directory holding the files.
 """
+
 import gzip
 import zlib
 from dataclasses import dataclass
@@ -47,9 +48,13 @@ class Dataset:
         return self.train.shape[1]
 
     def split(self, name: str) -> torch.Tensor:
-        value = getattr(self, name, None) if name in ("train", "valid", "test") else None
+        value = (
+            getattr(self, name, None) if name in ("train", "valid", "test") else None
+        )
         if value is None:
-            have = [s for s in ("train", "valid", "test") if getattr(self, s) is not None]
+            have = [
+                s for s in ("train", "valid", "test") if getattr(self, s) is not None
+            ]
             raise DataError(
                 f"data set '{self.name}' has no split '{name}'; its splits: {', '.join(have)}"
             )
@@ -93,7 +98,8 @@ def _expected(dataset: str) -> str:
         names = ", ".join(AMAT_SPLITS.values())
     else:
         names = ", ".join(
-            f"{prefix}-{kind}-ubyte" for prefix in IDX_SPLITS.values()
+            f"{prefix}-{kind}-ubyte"
+            for prefix in IDX_SPLITS.values()
             for kind in ("images-idx3", "labels-idx1")
         )
     return f"the files {names} (each plain or .gz), from {WHERE_FROM[dataset]}"
@@ -116,7 +122,9 @@ def _read_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (EOFError, OSError, zlib.error) as err:
-        raise DataError(f"cannot read '{path}': the file is truncated or corrupt ({err})") from None
+        raise DataError(
+            f"cannot read '{path}': the file is truncated or corrupt ({err})"
+        ) from None
 
 
 def load_digits() -> Dataset:
@@ -130,14 +138,19 @@ def load_digits() -> Dataset:
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     images, labels = images[order], labels[order]
     return Dataset(
-        "digits", images[:-300], images[-300:], (8, 8),
-        train_labels=labels[:-300], test_labels=labels[-300:],
+        "digits",
+        images[:-300],
+        images[-300:],
+        (8, 8),
+        train_labels=labels[:-300],
+        test_labels=labels[-300:],
     )
 
 
 def read_amat(path: Path, width: int = 784) -> torch.Tensor:
     """Parse a binarized-MNIST ``.amat[.gz]`` file: one image a line, ``width`` space-separated
-    0/1 values. Refuses any other character, a row of another width, or an empty file."""
+    0/1 values. Refuses any other character, a row of another width, or an empty file.
+    """
     raw = np.frombuffer(_read_bytes(Path(path)), dtype=np.uint8)
     is_digit = (raw == ord("0")) | (raw == ord("1"))
     allowed = is_digit | np.isin(raw, np.frombuffer(b" \t\r\n", dtype=np.uint8))
@@ -149,8 +162,15 @@ def read_amat(path: Path, width: int = 784) -> torch.Tensor:
             f"file holds only 0/1 values separated by spaces"
         )
     if (is_digit[1:] & is_digit[:-1]).any():
-        line = int((raw[: int(np.argmax(is_digit[1:] & is_digit[:-1]))] == ord("\n")).sum()) + 1
-        raise DataError(f"'{path}' line {line}: values must be single 0/1 digits separated by spaces")
+        line = (
+            int(
+                (raw[: int(np.argmax(is_digit[1:] & is_digit[:-1]))] == ord("\n")).sum()
+            )
+            + 1
+        )
+        raise DataError(
+            f"'{path}' line {line}: values must be single 0/1 digits separated by spaces"
+        )
     ends = np.flatnonzero(raw == ord("\n"))
     if len(raw) and raw[-1] != ord("\n"):
         ends = np.append(ends, len(raw) - 1)
@@ -174,14 +194,22 @@ def load_binarized_mnist(directory: Path) -> Dataset:
         split: read_amat(_find(Path(directory), name, "binarized-mnist"))
         for split, name in AMAT_SPLITS.items()
     }
-    return Dataset("binarized-mnist", splits["train"], splits["test"], (28, 28), valid=splits["valid"])
+    return Dataset(
+        "binarized-mnist",
+        splits["train"],
+        splits["test"],
+        (28, 28),
+        valid=splits["valid"],
+    )
 
 
 def read_idx(path: Path) -> torch.Tensor:
     """Parse an MNIST IDX file (images: magic 2051, uint8 N x 28 x 28; labels: magic 2049)."""
     raw = _read_bytes(Path(path))
     if len(raw) < 8:
-        raise DataError(f"'{path}' is too short to be an IDX file (it is {len(raw)} bytes)")
+        raise DataError(
+            f"'{path}' is too short to be an IDX file (it is {len(raw)} bytes)"
+        )
     magic = int.from_bytes(raw[:4], "big")
     if magic not in (2049, 2051):
         raise DataError(
@@ -189,14 +217,16 @@ def read_idx(path: Path) -> torch.Tensor:
             f"(images) or 2049 (labels)"
         )
     ndim = magic - 2048
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     start, expected = 4 + 4 * ndim, int(np.prod(dims))
     if len(raw) - start != expected:
         raise DataError(
             f"'{path}' holds {len(raw) - start} data bytes but its header promises {expected} "
             f"({' x '.join(map(str, dims))}); the file is truncated or corrupt"
         )
-    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims).copy())
+    return torch.from_numpy(
+        np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims).copy()
+    )
 
 
 def load_mnist(directory: Path) -> Dataset:
@@ -213,5 +243,10 @@ def load_mnist(directory: Path) -> Dataset:
     train, train_labels = pair(IDX_SPLITS["train"])
     test, test_labels = pair(IDX_SPLITS["test"])
     return Dataset(
-        "mnist", train, test, (28, 28), train_labels=train_labels, test_labels=test_labels
+        "mnist",
+        train,
+        test,
+        (28, 28),
+        train_labels=train_labels,
+        test_labels=test_labels,
     )

@@ -1,4 +1,5 @@
 """Evaluate a trained run: importance-sampled log p(x), the bound ladder, and diagnostics."""
+
 from pathlib import Path
 from typing import Dict, Sequence, Tuple
 
@@ -15,11 +16,16 @@ from .vae import VAE, build
 LADDER = (1, 10, 100, 1000)
 
 
-def load_run(run_dir: Path, device: str = "auto", best: bool = False) -> Tuple[Config, VAE, Dataset]:
+def load_run(
+    run_dir: Path, device: str = "auto", best: bool = False
+) -> Tuple[Config, VAE, Dataset]:
     """Rebuild a run's VAE from its last checkpoint, or with ``best`` from the epoch with the
-    highest validation ELBO (data sets with a validation split); the config is the saved one."""
+    highest validation ELBO (data sets with a validation split); the config is the saved one.
+    """
     dev = resolve_device(device)
-    state = checkpoint.load(Path(run_dir) / (BEST_FILE if best else CHECKPOINT_FILE), map_location=dev)
+    state = checkpoint.load(
+        Path(run_dir) / (BEST_FILE if best else CHECKPOINT_FILE), map_location=dev
+    )
     config = from_dict(state["config"])
     data = load(config.data)
     vae = build(config, data.data_dim)
@@ -34,15 +40,21 @@ def _mean_stderr(stderr: torch.Tensor):
     return (stderr.pow(2).sum().sqrt() / stderr.numel()).item()
 
 
-def evaluate(vae: VAE, x: torch.Tensor, num_samples: int = 1000, ladder: Sequence[int] = LADDER) -> Dict:
+def evaluate(
+    vae: VAE, x: torch.Tensor, num_samples: int = 1000, ladder: Sequence[int] = LADDER
+) -> Dict:
     """Mean per-data-point log p(x) (K = ``num_samples``) with its standard error, IWAE_K for
-    each K in ``ladder`` below ``num_samples``, ELBO terms, KL per dimension, active units."""
+    each K in ``ladder`` below ``num_samples``, ELBO terms, KL per dimension, active units.
+    """
     estimate = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=num_samples)
     n = x.shape[0]
     iwae = {}
     for k in [k for k in ladder if k < num_samples]:
         bound = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=k)
-        iwae[str(k)] = {"value": bound.log_marginal.mean().item(), "stderr": _mean_stderr(bound.stderr)}
+        iwae[str(k)] = {
+            "value": bound.log_marginal.mean().item(),
+            "stderr": _mean_stderr(bound.stderr),
+        }
     terms = elbo_terms(vae, x)
     kl_dims = kl_per_dimension(vae, x)
     return {

@@ -5,6 +5,7 @@ Every guide is an ``nn.Module`` with ``forward(x)``, the distribution q(z | x) (
 any flow (what the VampPrior evaluates at its pseudo-inputs). The flows come from
 ``pyro.distributions.transforms``.
 """
+
 from typing import Sequence
 
 import pyro.distributions as dist
@@ -30,7 +31,9 @@ class DiagonalGuide(nn.Module):
         self.raw_scale = nn.Linear(arch.feature_dim, arch.latent_dim)
 
     def gaussian_from_features(self, h: torch.Tensor) -> dist.Distribution:
-        return dist.Normal(self.loc(h), F.softplus(self.raw_scale(h)) + MIN_SCALE).to_event(1)
+        return dist.Normal(
+            self.loc(h), F.softplus(self.raw_scale(h)) + MIN_SCALE
+        ).to_event(1)
 
     def gaussian(self, x: torch.Tensor) -> dist.Distribution:
         return self.gaussian_from_features(self.trunk(x))
@@ -50,8 +53,12 @@ class FullRankGuide(nn.Module):
         self.loc = nn.Linear(arch.feature_dim, d)
         self.raw_diag = nn.Linear(arch.feature_dim, d)
         self.off_diag = nn.Linear(arch.feature_dim, d * (d - 1) // 2)
-        self.register_buffer("rows", torch.tril_indices(d, d, offset=-1)[0], persistent=False)
-        self.register_buffer("cols", torch.tril_indices(d, d, offset=-1)[1], persistent=False)
+        self.register_buffer(
+            "rows", torch.tril_indices(d, d, offset=-1)[0], persistent=False
+        )
+        self.register_buffer(
+            "cols", torch.tril_indices(d, d, offset=-1)[1], persistent=False
+        )
 
     def scale_tril(self, h: torch.Tensor) -> torch.Tensor:
         tril = torch.diag_embed(F.softplus(self.raw_diag(h)) + MIN_SCALE)
@@ -76,7 +83,9 @@ class FlowGuide(DiagonalGuide):
     def forward(self, x: torch.Tensor) -> dist.Distribution:
         h = self.trunk(x)
         base = self.gaussian_from_features(h)
-        return dist.TransformedDistribution(base, [flow.condition(h) for flow in self.flows])
+        return dist.TransformedDistribution(
+            base, [flow.condition(h) for flow in self.flows]
+        )
 
 
 def zero_last_layer(flow: nn.Module) -> nn.Module:
@@ -90,9 +99,13 @@ def zero_last_layer(flow: nn.Module) -> nn.Module:
 
 def _check_flows(name: str, num_flows: int, hidden: Sequence[int]) -> None:
     if num_flows < 1:
-        raise ConfigError(f"guide '{name}' option num_flows must be >= 1, got {num_flows}")
+        raise ConfigError(
+            f"guide '{name}' option num_flows must be >= 1, got {num_flows}"
+        )
     if not all(int(h) >= 1 for h in hidden):
-        raise ConfigError(f"guide '{name}' option flow_hidden must hold positive widths, got {list(hidden)}")
+        raise ConfigError(
+            f"guide '{name}' option flow_hidden must hold positive widths, got {list(hidden)}"
+        )
 
 
 @GUIDES.register("diagonal")
@@ -108,14 +121,18 @@ def full_rank(arch: Architecture) -> nn.Module:
 
 
 @GUIDES.register("iaf")
-def iaf(arch: Architecture, num_flows: int = 2, flow_hidden: Sequence[int] = (128,)) -> nn.Module:
+def iaf(
+    arch: Architecture, num_flows: int = 2, flow_hidden: Sequence[int] = (128,)
+) -> nn.Module:
     """Inverse autoregressive flow (Kingma et al. 2016): ``num_flows`` conditional affine
     autoregressive layers on the diagonal guide, identity at initialization."""
     _check_flows("iaf", num_flows, flow_hidden)
     flows = [
         zero_last_layer(
             T.conditional_affine_autoregressive(
-                arch.latent_dim, arch.feature_dim, hidden_dims=[int(h) for h in flow_hidden]
+                arch.latent_dim,
+                arch.feature_dim,
+                hidden_dims=[int(h) for h in flow_hidden],
             )
         )
         for _ in range(num_flows)
@@ -124,12 +141,16 @@ def iaf(arch: Architecture, num_flows: int = 2, flow_hidden: Sequence[int] = (12
 
 
 @GUIDES.register("planar")
-def planar(arch: Architecture, num_flows: int = 4, flow_hidden: Sequence[int] = (128,)) -> nn.Module:
+def planar(
+    arch: Architecture, num_flows: int = 4, flow_hidden: Sequence[int] = (128,)
+) -> nn.Module:
     """Amortized planar flows (Rezende & Mohamed 2015) on the diagonal guide; each flow's
     parameters are a function of the encoder's features."""
     _check_flows("planar", num_flows, flow_hidden)
     flows = [
-        T.conditional_planar(arch.latent_dim, arch.feature_dim, hidden_dims=[int(h) for h in flow_hidden])
+        T.conditional_planar(
+            arch.latent_dim, arch.feature_dim, hidden_dims=[int(h) for h in flow_hidden]
+        )
         for _ in range(num_flows)
     ]
     return FlowGuide(arch, flows)

@@ -3,6 +3,7 @@
 The decoder maps z to one number per pixel, ``out``; a likelihood maps ``out`` to a
 ``pyro.distributions`` object with event shape ``(data_dim,)``.
 """
+
 import math
 
 import pyro.distributions as dist
@@ -24,7 +25,9 @@ class Likelihood(nn.Module):
 
     def check_data(self, x: torch.Tensor, what: str = "data") -> None:
         if not torch.isfinite(x).all():
-            raise DataError(f"{what} holds NaN or infinite values; clean or drop those rows")
+            raise DataError(
+                f"{what} holds NaN or infinite values; clean or drop those rows"
+            )
         if self.binary and not ((x == 0) | (x == 1)).all():
             bad = x[(x != 0) & (x != 1)][0].item()
             raise DataError(
@@ -67,7 +70,9 @@ class Gaussian(Likelihood):
 
     def __init__(self, data_dim: int, scale: float, learn_scale: bool):
         super().__init__()
-        raw = torch.full((data_dim,), math.log(math.expm1(scale)))  # softplus(raw) = scale
+        raw = torch.full(
+            (data_dim,), math.log(math.expm1(scale))
+        )  # softplus(raw) = scale
         if learn_scale:
             self.raw_scale = nn.Parameter(raw)
         else:
@@ -97,9 +102,13 @@ def continuous_bernoulli(arch: Architecture) -> Likelihood:
 
 
 @LIKELIHOODS.register("gaussian")
-def gaussian(arch: Architecture, scale: float = 0.1, learn_scale: bool = False) -> Likelihood:
+def gaussian(
+    arch: Architecture, scale: float = 0.1, learn_scale: bool = False
+) -> Likelihood:
     """Gaussian pixels with mean ``out`` and standard deviation ``scale`` (learned per pixel,
     starting at ``scale``, when ``learn_scale``)."""
     if not scale > 0:
-        raise ConfigError(f"likelihood 'gaussian' option scale must be > 0, got {scale}")
+        raise ConfigError(
+            f"likelihood 'gaussian' option scale must be > 0, got {scale}"
+        )
     return Gaussian(arch.data_dim, scale, learn_scale)

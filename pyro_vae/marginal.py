@@ -11,6 +11,7 @@ log p(x) as K grows. Every latent and observed site must sit inside the plate ``
 weight per data point); particles are vectorized with an outer plate, and both K and the data
 are processed in chunks so that memory stays bounded. Sums run in float64.
 """
+
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
@@ -35,7 +36,11 @@ class MarginalEstimate:
 
 
 def vectorized_traces(
-    model: Callable, guide: Callable, num_particles: int, args: tuple, kwargs: Dict,
+    model: Callable,
+    guide: Callable,
+    num_particles: int,
+    args: tuple,
+    kwargs: Dict,
     plate_dim: int = -2,
 ) -> Tuple[Trace, Trace]:
     """Trace the guide and the model replayed against it, ``num_particles`` draws at once in an
@@ -68,11 +73,20 @@ def log_prob_per_datapoint(trace: Trace, plate: str = "data") -> torch.Tensor:
 
 
 def log_weights(
-    model: Callable, guide: Callable, num_particles: int, *args, plate: str = "data", **kwargs
+    model: Callable,
+    guide: Callable,
+    num_particles: int,
+    *args,
+    plate: str = "data",
+    **kwargs,
 ) -> torch.Tensor:
     """log w_k(x_i) = log p(x_i, z_ik) - log q(z_ik | x_i), shape (num_particles, N)."""
-    model_trace, guide_trace = vectorized_traces(model, guide, num_particles, args, kwargs)
-    return log_prob_per_datapoint(model_trace, plate) - log_prob_per_datapoint(guide_trace, plate)
+    model_trace, guide_trace = vectorized_traces(
+        model, guide, num_particles, args, kwargs
+    )
+    return log_prob_per_datapoint(model_trace, plate) - log_prob_per_datapoint(
+        guide_trace, plate
+    )
 
 
 class _Accumulator:
@@ -130,7 +144,7 @@ def log_marginal_likelihood(
     chunk = particle_batch_size or max(1, max_pairs // batch_size)
     results = []
     for start in range(0, n, batch_size):
-        xb = x[start: start + batch_size]
+        xb = x[start : start + batch_size]
         acc = _Accumulator()
         if is_validation_enabled():
             devices = [xb.device.index or 0] if xb.is_cuda else []
@@ -138,7 +152,11 @@ def log_marginal_likelihood(
                 log_weights(model, guide, 1, xb, plate=plate)
         with pyro.validation_enabled(False):
             for k0 in range(0, num_samples, chunk):
-                acc.add(log_weights(model, guide, min(chunk, num_samples - k0), xb, plate=plate))
+                acc.add(
+                    log_weights(
+                        model, guide, min(chunk, num_samples - k0), xb, plate=plate
+                    )
+                )
         results.append(acc.result(num_samples))
     log_marginal, stderr, ess = (torch.cat(parts) for parts in zip(*results))
     return MarginalEstimate(log_marginal, stderr, ess, num_samples)

@@ -1,16 +1,26 @@
 """Plain ``torch.nn`` trunks shared by encoders, decoders and flows."""
+
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 from torch import nn
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
+ACTIVATIONS = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+}
 
 
-def mlp(in_dim: int, widths: Sequence[int], out_dim: Optional[int], activation: str) -> nn.Sequential:
+def mlp(
+    in_dim: int, widths: Sequence[int], out_dim: Optional[int], activation: str
+) -> nn.Sequential:
     """``in_dim -> widths[0] -> ... -> widths[-1] (-> out_dim)``, the activation after every
     hidden layer and none after the output layer. With ``out_dim=None`` the net ends in the last
-    hidden layer's activations (a feature trunk); with no widths it is linear (or the identity)."""
+    hidden layer's activations (a feature trunk); with no widths it is linear (or the identity).
+    """
     layers = []
     for width in widths:
         layers += [nn.Linear(in_dim, width), ACTIVATIONS[activation]()]
@@ -39,4 +49,9 @@ class Architecture:
         return mlp(self.data_dim, self.hidden, None, self.activation)
 
     def decoder(self) -> nn.Sequential:
-        return mlp(self.latent_dim, tuple(reversed(self.hidden)), self.data_dim, self.activation)
+        return mlp(
+            self.latent_dim,
+            tuple(reversed(self.hidden)),
+            self.data_dim,
+            self.activation,
+        )

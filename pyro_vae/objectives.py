@@ -17,6 +17,7 @@ own trace instead of silently reusing a wrong one. Positional arguments must be 
 draws no extra random numbers: a run is repeatable with or without JIT (the draws of a traced and
 an eager step agree in count, not necessarily in value).
 """
+
 import math
 import warnings
 from typing import Any, Callable, Dict, List, Tuple
@@ -64,14 +65,18 @@ def compiled_once(elbo: ELBO, attr: str, args: tuple, call: Callable[[], Any]) -
     if compiled is not None:
         return call()
     with torch.random.fork_rng(devices=_cuda_devices(args)), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning
+        )
         call()
     cache[key] = getattr(elbo, attr)
     return call()
 
 
 def _cuda_devices(args: tuple) -> List[int]:
-    return sorted({a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda})
+    return sorted(
+        {a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda}
+    )
 
 
 class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
@@ -79,8 +84,12 @@ class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
 
     def loss_and_surrogate_loss(self, model, guide, *args, **kwargs):
         parent = super().loss_and_surrogate_loss
-        return compiled_once(self, "_loss_and_surrogate_loss", args,
-                             lambda: parent(model, guide, *args, **kwargs))
+        return compiled_once(
+            self,
+            "_loss_and_surrogate_loss",
+            args,
+            lambda: parent(model, guide, *args, **kwargs),
+        )
 
 
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
@@ -93,8 +102,12 @@ class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
         def call():
             compiled = getattr(self, "_differentiable_loss", None)
             if compiled is None:
-                return super(JitTraceMeanField_ELBO, self).differentiable_loss(model, guide, *args, **kwargs)
-            return compiled(*args, _pyro_model_id=id(model), _pyro_guide_id=id(guide), **kwargs)
+                return super(JitTraceMeanField_ELBO, self).differentiable_loss(
+                    model, guide, *args, **kwargs
+                )
+            return compiled(
+                *args, _pyro_model_id=id(model), _pyro_guide_id=id(guide), **kwargs
+            )
 
         return compiled_once(self, "_differentiable_loss", args, call)
 
@@ -109,8 +122,11 @@ class IWAE(ELBO):
     it needs guides whose density can be evaluated at any z (not planar flows)."""
 
     def __init__(self, num_particles: int = 5, dreg: bool = False, plate: str = "data"):
-        super().__init__(num_particles=num_particles, vectorize_particles=True,
-                         max_plate_nesting=MAX_PLATE_NESTING)
+        super().__init__(
+            num_particles=num_particles,
+            vectorize_particles=True,
+            max_plate_nesting=MAX_PLATE_NESTING,
+        )
         self.dreg = dreg
         self.plate = plate
 
@@ -137,34 +153,52 @@ class IWAE(ELBO):
         log_w, guide_trace = self._log_weights(model, guide, args, kwargs)
         loss = -self._bound(log_w)
         if self.dreg:
-            self._dreg_surrogate(model, guide, log_w, guide_trace, args, kwargs).backward()
+            self._dreg_surrogate(
+                model, guide, log_w, guide_trace, args, kwargs
+            ).backward()
         else:
             loss.backward()
         return loss.item()
 
-    def _dreg_surrogate(self, model, guide, log_w, guide_trace, args, kwargs) -> torch.Tensor:
+    def _dreg_surrogate(
+        self, model, guide, log_w, guide_trace, args, kwargs
+    ) -> torch.Tensor:
         """A scalar whose gradient is DReG for the guide and the IWAE gradient for the model."""
         weights = torch.softmax(log_w.detach(), 0)
         values = {
             name: site["value"]
             for name, site in guide_trace.nodes.items()
-            if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+            if site["type"] == "sample"
+            and not site["is_observed"]
+            and not site_is_subsample(site)
         }
         leaves = {name: v.detach().requires_grad_() for name, v in values.items()}
-        conditioned = (pyro.poutine.condition(model, data=leaves), pyro.poutine.condition(guide, data=leaves))
+        conditioned = (
+            pyro.poutine.condition(model, data=leaves),
+            pyro.poutine.condition(guide, data=leaves),
+        )
         try:
-            model_trace, guide_trace = vectorized_traces(*conditioned, self.num_particles, args, kwargs)
+            model_trace, guide_trace = vectorized_traces(
+                *conditioned, self.num_particles, args, kwargs
+            )
             log_q = log_prob_per_datapoint(guide_trace, self.plate)
-        except (NotImplementedError, KeyError):  # planar flows: no inverse, only a sample cache
+        except (
+            NotImplementedError,
+            KeyError,
+        ):  # planar flows: no inverse, only a sample cache
             raise ValueError(
                 "the DReG estimator needs a guide whose density can be evaluated at any z; "
                 "this guide's flow has no inverse (use dreg = false or another guide)"
             ) from None
         log_p = log_prob_per_datapoint(model_trace, self.plate)
         grads = torch.autograd.grad(
-            (weights ** 2 * (log_p - log_q)).sum(), list(leaves.values()), retain_graph=True
+            (weights**2 * (log_p - log_q)).sum(),
+            list(leaves.values()),
+            retain_graph=True,
         )
-        guide_part = sum((g.detach() * values[name]).sum() for name, g in zip(leaves, grads))
+        guide_part = sum(
+            (g.detach() * values[name]).sum() for name, g in zip(leaves, grads)
+        )
         model_part = (weights * log_p).sum()
         return -(guide_part + model_part)
 
@@ -173,16 +207,24 @@ class IWAE(ELBO):
 def trace(context: None, num_particles: int = 1, jit: bool = True) -> ELBO:
     """Trace_ELBO (Monte Carlo ELBO); ``jit`` compiles it (see the module docstring)."""
     cls = JitTrace_ELBO if jit else pyro.infer.Trace_ELBO
-    return cls(num_particles=num_particles, vectorize_particles=True,
-               max_plate_nesting=MAX_PLATE_NESTING, ignore_jit_warnings=True)
+    return cls(
+        num_particles=num_particles,
+        vectorize_particles=True,
+        max_plate_nesting=MAX_PLATE_NESTING,
+        ignore_jit_warnings=True,
+    )
 
 
 @OBJECTIVES.register("meanfield")
 def meanfield(context: None, num_particles: int = 1, jit: bool = True) -> ELBO:
     """TraceMeanField_ELBO (closed-form KL where available); ``jit`` compiles it."""
     cls = JitTraceMeanField_ELBO if jit else pyro.infer.TraceMeanField_ELBO
-    return cls(num_particles=num_particles, vectorize_particles=True,
-               max_plate_nesting=MAX_PLATE_NESTING, ignore_jit_warnings=True)
+    return cls(
+        num_particles=num_particles,
+        vectorize_particles=True,
+        max_plate_nesting=MAX_PLATE_NESTING,
+        ignore_jit_warnings=True,
+    )
 
 
 @OBJECTIVES.register("iwae")

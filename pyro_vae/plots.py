@@ -1,4 +1,5 @@
 """Matplotlib figures. Only the CLI, tutorials and benchmarks call these; the math never does."""
+
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -24,23 +25,45 @@ def training_curves(metrics: List[Dict], path: Path) -> Path:
     a.plot(epochs, [m["test_elbo"] for m in metrics], label="test ELBO")
     a.set(xlabel="epoch", ylabel="nats per data point", title="ELBO")
     a.legend()
-    b.plot(epochs, [-m["reconstruction"] for m in metrics], label="-reconstruction (distortion)")
+    b.plot(
+        epochs,
+        [-m["reconstruction"] for m in metrics],
+        label="-reconstruction (distortion)",
+    )
     b.plot(epochs, [m["kl"] for m in metrics], label="KL(q || p) (rate)")
-    b.set(xlabel="epoch", ylabel="nats per data point", title="test ELBO = reconstruction - KL")
+    b.set(
+        xlabel="epoch",
+        ylabel="nats per data point",
+        title="test ELBO = reconstruction - KL",
+    )
     b.legend()
     return save(fig, path)
 
 
-def image_grid(rows: Sequence[Tuple[str, torch.Tensor]], image_shape: Tuple[int, int], path: Path) -> Path:
+def image_grid(
+    rows: Sequence[Tuple[str, torch.Tensor]], image_shape: Tuple[int, int], path: Path
+) -> Path:
     """One row of images per (label, images) pair; images are flattened, values in [0, 1]."""
     cols = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(cols * 0.8, len(rows) * 0.95), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(cols * 0.8, len(rows) * 0.95), squeeze=False
+    )
     for r, (label, images) in enumerate(rows):
         for c in range(cols):
             ax = axes[r][c]
-            ax.axis("off")
-            if c < len(images):
-                ax.imshow(images[c].detach().cpu().reshape(image_shape).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():  # a light frame keeps neighbours apart
+                spine.set_edgecolor("0.75")
+            if c >= len(images):
+                ax.axis("off")
+            else:
+                ax.imshow(
+                    images[c].detach().cpu().reshape(image_shape).numpy(),
+                    cmap="gray",
+                    vmin=0,
+                    vmax=1,
+                )
         axes[r][0].set_title(label, fontsize=8, loc="left")
     return save(fig, path)
 
@@ -49,16 +72,37 @@ def kl_per_dimension(kl: torch.Tensor, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(4, len(kl) * 0.15), 3))
     order = torch.argsort(kl, descending=True)
     ax.bar(range(len(kl)), kl[order].cpu().numpy())
-    ax.set(xlabel="latent dimension (sorted)", ylabel="KL (nats)", title="KL(q(z_d|x) || p(z_d)) per dimension")
+    ax.set(
+        xlabel="latent dimension (sorted)",
+        ylabel="KL (nats)",
+        title="KL(q(z_d|x) || p(z_d)) per dimension",
+    )
     return save(fig, path)
 
 
-def bound_ladder(ks: Sequence[int], bounds: Sequence[float], stderrs: Sequence[float], elbo: float, path: Path) -> Path:
+def bound_ladder(
+    ks: Sequence[int],
+    bounds: Sequence[float],
+    stderrs: Sequence[float],
+    elbo: float,
+    path: Path,
+) -> Path:
     """ELBO <= IWAE_K as K grows, with the largest-K estimate of log p(x) marked."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.errorbar(ks, bounds, yerr=[2 * s for s in stderrs], marker="o", capsize=3, label="IWAE_K (±2 SE)")
+    ax.errorbar(
+        ks,
+        bounds,
+        yerr=[2 * s for s in stderrs],
+        marker="o",
+        capsize=3,
+        label="IWAE_K (±2 SE)",
+    )
     ax.axhline(elbo, color="C1", linestyle="--", label="ELBO")
     ax.set_xscale("log")
-    ax.set(xlabel="K (importance samples)", ylabel="nats per data point", title="ELBO <= IWAE_K <= log p(x)")
+    ax.set(
+        xlabel="K (importance samples)",
+        ylabel="nats per data point",
+        title="ELBO <= IWAE_K <= log p(x)",
+    )
     ax.legend()
     return save(fig, path)

@@ -5,6 +5,7 @@ and event shape ``(latent_dim,)``; the model's data plate broadcasts it. A prior
 which guide it is paired with: the VampPrior receives an ``encode`` function (x -> a Gaussian
 over z) and nothing else.
 """
+
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -75,7 +76,9 @@ class VampPrior(nn.Module):
         return torch.sigmoid(self.raw_pseudo)
 
     def forward(self) -> dist.Distribution:
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.weights), self.encode(self.pseudo_inputs))
+        return dist.MixtureSameFamily(
+            dist.Categorical(logits=self.weights), self.encode(self.pseudo_inputs)
+        )
 
 
 class FlowPrior(nn.Module):
@@ -86,12 +89,16 @@ class FlowPrior(nn.Module):
         super().__init__()
         self.base = StandardNormal(latent_dim)
         self.flows = nn.ModuleList(
-            zero_last_layer(T.affine_autoregressive(latent_dim, hidden_dims=list(flow_hidden)))
+            zero_last_layer(
+                T.affine_autoregressive(latent_dim, hidden_dims=list(flow_hidden))
+            )
             for _ in range(num_flows)
         )
 
     def forward(self) -> dist.Distribution:
-        return dist.TransformedDistribution(self.base(), [flow.inv for flow in self.flows])
+        return dist.TransformedDistribution(
+            self.base(), [flow.inv for flow in self.flows]
+        )
 
 
 def _positive(name: str, option: str, value: float) -> None:
@@ -112,7 +119,9 @@ def learned_normal(context: PriorContext) -> nn.Module:
 
 
 @PRIORS.register("mixture")
-def mixture(context: PriorContext, num_components: int = 10, spread: float = 1.0) -> nn.Module:
+def mixture(
+    context: PriorContext, num_components: int = 10, spread: float = 1.0
+) -> nn.Module:
     """A learnable mixture of ``num_components`` diagonal Gaussians, means drawn N(0, spread^2)."""
     _positive("mixture", "num_components", num_components)
     _positive("mixture", "spread", spread)
@@ -127,7 +136,9 @@ def vamp(context: PriorContext, num_pseudo: int = 500) -> nn.Module:
 
 
 @PRIORS.register("flow")
-def flow(context: PriorContext, num_flows: int = 2, flow_hidden: Sequence[int] = (128,)) -> nn.Module:
+def flow(
+    context: PriorContext, num_flows: int = 2, flow_hidden: Sequence[int] = (128,)
+) -> nn.Module:
     """A learnable normalizing flow (masked autoregressive) on N(0, I)."""
     _positive("flow", "num_flows", num_flows)
     return FlowPrior(context.arch.latent_dim, num_flows, [int(h) for h in flow_hidden])

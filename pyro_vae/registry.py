@@ -3,6 +3,7 @@
 A part is a factory function ``factory(context, **options)``. Its keyword options, with their
 defaults, are the options a config may set; anything else is refused with the list of valid ones.
 """
+
 import difflib
 import inspect
 from typing import Any, Callable, Dict, List

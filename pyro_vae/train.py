@@ -7,6 +7,7 @@ training set), append a metrics row, and write the checkpoint atomically. A run 
 ``config.toml``, ``metrics.jsonl`` and ``checkpoint.pt``; ``resume=True`` continues from it and,
 with the same seed on the CPU, produces the same numbers as an uninterrupted run.
 """
+
 import json
 import math
 import time
@@ -27,7 +28,11 @@ from .errors import ConfigError, TrainingError
 from .registry import OBJECTIVES
 from .vae import VAE
 
-CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = "config.toml", "metrics.jsonl", "checkpoint.pt"
+CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = (
+    "config.toml",
+    "metrics.jsonl",
+    "checkpoint.pt",
+)
 BEST_FILE = "best.pt"  # the checkpoint of the epoch with the highest validation ELBO
 EVAL_ROWS = 2000  # rows of the training set whose ELBO is reported each epoch
 
@@ -98,17 +103,22 @@ def train_step(svi: SVI, x: torch.Tensor, weight: float) -> float:
     """One SVI step on the mini-batch ``x`` with KL weight ``weight``; returns the loss.
 
     The weight goes in as a 0-d tensor on ``x``'s device, made by a fill rather than a copy from
-    the host, so a JIT-compiled ELBO sees one argument signature whatever the warm-up does."""
+    the host, so a JIT-compiled ELBO sees one argument signature whatever the warm-up does.
+    """
     return svi.step(x, torch.full((), float(weight), device=x.device))
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The training-set permutation of an epoch: a function of (seed, epoch) only."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return torch.randperm(
+        n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    )
 
 
 def _write_metrics(run_dir: Path, metrics: List[Dict]) -> None:
-    checkpoint.atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics))
+    checkpoint.atomic_write_text(
+        run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics)
+    )
 
 
 def fit(
@@ -153,17 +163,26 @@ def fit(
     n = train_x.shape[0]
     batch = min(t.batch_size, n)
     steps_per_epoch = n // batch
-    analytic_kl = vae.kl_is_analytic(test_x) if config.objective.name == "meanfield" else None
+    analytic_kl = (
+        vae.kl_is_analytic(test_x) if config.objective.name == "meanfield" else None
+    )
     with pyro.validation_enabled(t.validate):
         for epoch in range(start_epoch, t.epochs + 1):
             began = time.perf_counter()
             order = epoch_order(t.seed, epoch, n).to(device)
             total = 0.0
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{t.epochs}", disable=not progress, leave=False)
+            bar = tqdm(
+                range(steps_per_epoch),
+                desc=f"epoch {epoch}/{t.epochs}",
+                disable=not progress,
+                leave=False,
+            )
             for step in bar:
                 global_step = (epoch - 1) * steps_per_epoch + step
                 weight = kl_weight(config, global_step, steps_per_epoch)
-                loss = train_step(svi, train_x[order[step * batch: (step + 1) * batch]], weight)
+                loss = train_step(
+                    svi, train_x[order[step * batch : (step + 1) * batch]], weight
+                )
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"the loss became {loss} at epoch {epoch}, step {step + 1}; training "
@@ -174,22 +193,35 @@ def fit(
                 total += loss
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{loss / batch:.2f}")
-            row = {"epoch": epoch, "train_objective": -total / (steps_per_epoch * batch)}
+            row = {
+                "epoch": epoch,
+                "train_objective": -total / (steps_per_epoch * batch),
+            }
             row.update(_evaluate(vae, test_x, eval_x))
             if valid_x is not None:
                 row["valid_elbo"] = elbo_terms(vae, valid_x)["elbo"].mean().item()
-            row.update(kl_weight=kl_weight(config, epoch * steps_per_epoch - 1, steps_per_epoch),
-                       seconds=time.perf_counter() - began)
+            row.update(
+                kl_weight=kl_weight(
+                    config, epoch * steps_per_epoch - 1, steps_per_epoch
+                ),
+                seconds=time.perf_counter() - began,
+            )
             if analytic_kl is not None:
                 row["analytic_kl"] = analytic_kl
             metrics.append(row)
             if run_dir is not None:
                 state = {
-                    "epoch": epoch, "model": vae.state_dict(), "optimizer": optimizer.get_state(),
-                    "rng": checkpoint.rng_state(), "metrics": metrics, "config": config.to_dict(),
+                    "epoch": epoch,
+                    "model": vae.state_dict(),
+                    "optimizer": optimizer.get_state(),
+                    "rng": checkpoint.rng_state(),
+                    "metrics": metrics,
+                    "config": config.to_dict(),
                 }
                 checkpoint.save(run_dir / CHECKPOINT_FILE, state)
-                if valid_x is not None and row["valid_elbo"] >= max(m.get("valid_elbo", -math.inf) for m in metrics):
+                if valid_x is not None and row["valid_elbo"] >= max(
+                    m.get("valid_elbo", -math.inf) for m in metrics
+                ):
                     checkpoint.save(run_dir / BEST_FILE, state)
                 _write_metrics(run_dir, metrics)
     return metrics
@@ -205,7 +237,9 @@ def _evaluate(vae: VAE, test_x: torch.Tensor, eval_x: torch.Tensor) -> Dict[str,
     }
 
 
-def _load_for_resume(run_dir: Optional[Path], config: Config, device: torch.device) -> Dict:
+def _load_for_resume(
+    run_dir: Optional[Path], config: Config, device: torch.device
+) -> Dict:
     if run_dir is None:
         raise TrainingError("resuming needs the run directory: pass --out RUN_DIR")
     state = checkpoint.load(run_dir / CHECKPOINT_FILE, map_location=device)

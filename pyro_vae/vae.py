@@ -9,6 +9,7 @@ Guide: ``z_i ~ q(z | x_i)`` (site "z", the guide part). Both programs take ``kl_
 or the warm-up factor): the ``"z"`` site is scaled by it in model and guide alike with
 ``poutine.scale``, so the ELBO's KL term, and only that term, is multiplied by it.
 """
+
 import itertools
 from typing import Union
 
@@ -56,7 +57,8 @@ class VAE(nn.Module):
 
     def release_params(self) -> None:
         """Forget this VAE's entries in Pyro's param store, so that ``pyro.module`` registers the
-        module's current tensors (after ``.to(device)`` or loading a checkpoint) on the next call."""
+        module's current tensors (after ``.to(device)`` or loading a checkpoint) on the next call.
+        """
         store = pyro.get_param_store()
         for name in [n for n in store.keys() if n.startswith(self.pyro_name + "$$$")]:
             del store[name]
@@ -89,7 +91,8 @@ class VAE(nn.Module):
 
     def kl_is_analytic(self, x: torch.Tensor) -> bool:
         """Whether torch/Pyro has a closed-form KL(q(z|x) || p(z)) for this guide-prior pair
-        (TraceMeanField_ELBO uses it when it exists, a Monte Carlo estimate otherwise)."""
+        (TraceMeanField_ELBO uses it when it exists, a Monte Carlo estimate otherwise).
+        """
         q = self.encoder(x[:1])
         try:
             torch.distributions.kl_divergence(q, self.prior().expand(q.batch_shape))
@@ -107,8 +110,13 @@ def build(config: Config, data_dim: int) -> VAE:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         encoder = GUIDES.build(config.guide.name, arch, config.guide.options)
-        likelihood = LIKELIHOODS.build(config.likelihood.name, arch, config.likelihood.options)
-        prior = PRIORS.build(config.prior.name, PriorContext(arch, encoder.gaussian), config.prior.options)
+        likelihood = LIKELIHOODS.build(
+            config.likelihood.name, arch, config.likelihood.options
+        )
+        prior = PRIORS.build(
+            config.prior.name,
+            PriorContext(arch, encoder.gaussian),
+            config.prior.options,
+        )
         decoder = arch.decoder()
     return VAE(arch, encoder, decoder, likelihood, prior)
-

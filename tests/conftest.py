@@ -1,4 +1,5 @@
 """Shared fixtures: every test starts seeded, with an empty param store and validation on."""
+
 import os
 from pathlib import Path
 
@@ -7,7 +8,9 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(1)  # the tests' tensors are small: threads only add overhead on 2 cores
+torch.set_num_threads(
+    1
+)  # the tests' tensors are small: threads only add overhead on 2 cores
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -1,6 +1,8 @@
 """The closed forms of ``analytic.py`` against independent computations, then the library's ELBO
 estimators against the closed forms (through the check functions of ``checks.py``), including
-negative controls showing that those checks do fail when something is wrong. float64, fixed seeds."""
+negative controls showing that those checks do fail when something is wrong. float64, fixed seeds.
+"""
+
 import math
 
 import pyro.infer
@@ -40,17 +42,21 @@ def problem():
 def test_gaussian_kl_matches_torch(problem):
     _, _, loc, scale, _ = problem
     expected = kl_divergence(Normal(loc, scale), Normal(0.0, 1.0)).sum(-1)
-    assert torch.allclose(A.gaussian_kl_to_standard_normal(loc, scale), expected, rtol=0, atol=1e-12)
+    assert torch.allclose(
+        A.gaussian_kl_to_standard_normal(loc, scale), expected, rtol=0, atol=1e-12
+    )
 
 
 def test_posterior_matches_conditioning_the_joint_gaussian(problem):
     """Data-space form: mu = W^T C^{-1} (x - b), Sigma = I - W^T C^{-1} W, with C = W W^T + sigma^2 I."""
     truth, x, _, _, _ = problem
     w = truth.weight
-    c_inv = torch.linalg.inv(w @ w.T + truth.noise_scale ** 2 * torch.eye(5, dtype=F64))
+    c_inv = torch.linalg.inv(w @ w.T + truth.noise_scale**2 * torch.eye(5, dtype=F64))
     mean, covariance = truth.posterior(x)
     assert torch.allclose(mean, (x - truth.bias) @ c_inv @ w, atol=1e-10)
-    assert torch.allclose(covariance, torch.eye(3, dtype=F64) - w.T @ c_inv @ w, atol=1e-10)
+    assert torch.allclose(
+        covariance, torch.eye(3, dtype=F64) - w.T @ c_inv @ w, atol=1e-10
+    )
 
 
 def test_bayes_rule_holds_at_any_z(problem):
@@ -58,7 +64,9 @@ def test_bayes_rule_holds_at_any_z(problem):
     truth, x, _, _, generator = problem
     z = 2 * torch.randn(x.shape[0], 3, generator=generator, dtype=F64)
     joint = Normal(0.0, 1.0).log_prob(z).sum(-1)
-    joint = joint + Normal(z @ truth.weight.T + truth.bias, truth.noise_scale).log_prob(x).sum(-1)
+    joint = joint + Normal(z @ truth.weight.T + truth.bias, truth.noise_scale).log_prob(
+        x
+    ).sum(-1)
     bayes = joint - truth.posterior_distribution(x).log_prob(z)
     assert torch.allclose(bayes, truth.log_marginal(x), rtol=0, atol=1e-10)
 
@@ -69,8 +77,9 @@ def test_log_marginal_by_quadrature():
     truth = A.true_model(generator, data_dim=4, latent_dim=1, noise_scale=0.6)
     x = truth.sample(20, generator)
     z = torch.linspace(-12, 12, 24001, dtype=F64)[:, None, None]
-    log_joint = Normal(0.0, 1.0).log_prob(z[..., 0]) + Normal(z * truth.weight.T + truth.bias,
-                                                              truth.noise_scale).log_prob(x).sum(-1)
+    log_joint = Normal(0.0, 1.0).log_prob(z[..., 0]) + Normal(
+        z * truth.weight.T + truth.bias, truth.noise_scale
+    ).log_prob(x).sum(-1)
     quadrature = torch.logsumexp(log_joint, 0) + math.log(24 / 24000)
     assert torch.allclose(quadrature, truth.log_marginal(x), rtol=0, atol=1e-8)
 
@@ -80,9 +89,11 @@ def test_elbo_against_plain_monte_carlo(problem):
     truth, x, loc, scale, generator = problem
     x, loc, scale = x[:20], loc[:20], scale[:20]
     z = loc + scale * torch.randn(20000, *loc.shape, generator=generator, dtype=F64)
-    log_w = (Normal(0.0, 1.0).log_prob(z).sum(-1)
-             + Normal(z @ truth.weight.T + truth.bias, truth.noise_scale).log_prob(x).sum(-1)
-             - Normal(loc, scale).log_prob(z).sum(-1))
+    log_w = (
+        Normal(0.0, 1.0).log_prob(z).sum(-1)
+        + Normal(z @ truth.weight.T + truth.bias, truth.noise_scale).log_prob(x).sum(-1)
+        - Normal(loc, scale).log_prob(z).sum(-1)
+    )
     stderr = log_w.std(0) / math.sqrt(20000)
     assert ((log_w.mean(0) - truth.elbo(x, loc, scale)).abs() < 4 * stderr).all()
 
@@ -97,7 +108,9 @@ def test_elbo_plus_kl_to_posterior_is_log_marginal(problem):
 def test_elbo_grad_matches_autograd_and_vanishes_at_the_best_diagonal_q(problem):
     truth, x, loc, scale, _ = problem
     loc, log_scale = loc.clone().requires_grad_(), scale.log().requires_grad_()
-    grads = torch.autograd.grad(truth.elbo(x, loc, log_scale.exp()).sum(), [loc, log_scale])
+    grads = torch.autograd.grad(
+        truth.elbo(x, loc, log_scale.exp()).sum(), [loc, log_scale]
+    )
     closed = truth.elbo_grad(x, loc.detach(), scale)
     for auto, exact in zip(grads, closed):
         assert torch.allclose(auto, exact, rtol=0, atol=1e-10)
@@ -115,20 +128,31 @@ def test_ppca_closed_form_is_the_maximum_likelihood(problem, fixed_noise):
     solution = A.ppca_maximum_likelihood(x, 3, fixed_noise)
     ml = solution.model
     log_likelihood = ml.log_marginal(x).mean()
-    assert log_likelihood.item() == pytest.approx(solution.mean_log_likelihood, abs=1e-10)
+    assert log_likelihood.item() == pytest.approx(
+        solution.mean_log_likelihood, abs=1e-10
+    )
     if fixed_noise is None:
-        assert ml.noise_scale ** 2 == pytest.approx(solution.eigenvalues[3:].mean().item(), rel=1e-12)
+        assert ml.noise_scale**2 == pytest.approx(
+            solution.eigenvalues[3:].mean().item(), rel=1e-12
+        )
     assert solution.mean_log_likelihood > truth.log_marginal(x).mean().item()
     # a stationary point: zero gradient with respect to W, b (and log sigma when it is free)
-    params = [ml.weight.clone().requires_grad_(), ml.bias.clone().requires_grad_(),
-              ml.noise_scale.log().requires_grad_()]
-    grads = torch.autograd.grad(A.LinearGaussian(*params[:2], params[2].exp()).log_marginal(x).mean(), params)
-    for grad in grads[:3 if fixed_noise is None else 2]:
+    params = [
+        ml.weight.clone().requires_grad_(),
+        ml.bias.clone().requires_grad_(),
+        ml.noise_scale.log().requires_grad_(),
+    ]
+    grads = torch.autograd.grad(
+        A.LinearGaussian(*params[:2], params[2].exp()).log_marginal(x).mean(), params
+    )
+    for grad in grads[: 3 if fixed_noise is None else 2]:
         assert grad.abs().max() < 1e-8
     # and a maximum: random perturbations lower the likelihood
     generator = torch.Generator().manual_seed(3)
     for _ in range(5):
-        weight = ml.weight + 0.05 * torch.randn(ml.weight.shape, generator=generator, dtype=F64)
+        weight = ml.weight + 0.05 * torch.randn(
+            ml.weight.shape, generator=generator, dtype=F64
+        )
         perturbed = A.LinearGaussian(weight, ml.bias, ml.noise_scale)
         assert perturbed.log_marginal(x).mean() < log_likelihood
 
@@ -141,7 +165,9 @@ def test_invalid_arguments_are_refused_with_clear_messages():
         A.LinearGaussian(w, torch.zeros(3, dtype=F64), 1.0)
     with pytest.raises(ValueError, match="weight must be a"):
         A.LinearGaussian(b, b, 1.0)
-    with pytest.raises(ValueError, match="latent_dim must be between 1 and data_dim - 1 = 3"):
+    with pytest.raises(
+        ValueError, match="latent_dim must be between 1 and data_dim - 1 = 3"
+    ):
         A.ppca_maximum_likelihood(torch.zeros(10, 4, dtype=F64), 4)
     truth = A.LinearGaussian(w, b, 1.0)
     with pytest.raises(ValueError, match="'diagonal' or 'full_rank'"):
@@ -160,12 +186,16 @@ def test_exact_posterior_guide_every_single_sample_elbo_is_log_marginal(problem)
     q = vae.encoder(x)
     mean, covariance = truth.posterior(x)
     assert torch.allclose(q.loc, mean, atol=1e-12)
-    assert torch.allclose(q.covariance_matrix, covariance.expand_as(q.covariance_matrix), atol=1e-12)
+    assert torch.allclose(
+        q.covariance_matrix, covariance.expand_as(q.covariance_matrix), atol=1e-12
+    )
     log_p = truth.log_marginal(x)
     assert ((log_weights(vae.model, vae.guide, 50, x) - log_p).abs() < 1e-6).all()
     for cls in (pyro.infer.Trace_ELBO, pyro.infer.TraceMeanField_ELBO):
         for _ in range(3):
-            loss = cls(num_particles=1, max_plate_nesting=1).loss(vae.model, vae.guide, x)
+            loss = cls(num_particles=1, max_plate_nesting=1).loss(
+                vae.model, vae.guide, x
+            )
             assert loss == pytest.approx(-log_p.sum().item(), abs=1e-6 * x.shape[0])
 
 
@@ -198,7 +228,10 @@ def _mismatched_linear_vae(monkeypatch, factor: float) -> None:
     build = A.linear_vae
 
     def mismatched(truth, guide="full_rank"):
-        return build(A.LinearGaussian(truth.weight, truth.bias, factor * truth.noise_scale), guide)
+        return build(
+            A.LinearGaussian(truth.weight, truth.bias, factor * truth.noise_scale),
+            guide,
+        )
 
     monkeypatch.setattr(C, "linear_vae", mismatched)
 
@@ -207,9 +240,16 @@ def test_checks_fail_when_the_vae_is_not_the_closed_form_model(problem, monkeypa
     truth, x, _, _, generator = problem
     _mismatched_linear_vae(monkeypatch, 1.02)
     exact_rows = C.exact_posterior_checks(truth, x)
-    estimator_rows = {row.quantity.split(" (")[0]: row for row in C.estimator_checks(truth, x, generator)}
+    estimator_rows = {
+        row.quantity.split(" (")[0]: row
+        for row in C.estimator_checks(truth, x, generator)
+    }
     assert not any(row.passed for row in exact_rows)
-    names = ("Trace_ELBO / N", "TraceMeanField_ELBO / N", "max |log w + log q/p(z|x) - log p(x)| per draw")
+    names = (
+        "Trace_ELBO / N",
+        "TraceMeanField_ELBO / N",
+        "max |log w + log q/p(z|x) - log p(x)| per draw",
+    )
     for name in names:
         assert not estimator_rows[name].passed, name
 
@@ -217,8 +257,11 @@ def test_checks_fail_when_the_vae_is_not_the_closed_form_model(problem, monkeypa
 def test_gradient_check_fails_for_a_wrong_gradient(problem, monkeypatch):
     truth, x, _, _, generator = problem
     exact = A.LinearGaussian.elbo_grad
-    monkeypatch.setattr(A.LinearGaussian, "elbo_grad",
-                        lambda self, *args: [1.05 * g for g in exact(self, *args)])
+    monkeypatch.setattr(
+        A.LinearGaussian,
+        "elbo_grad",
+        lambda self, *args: [1.05 * g for g in exact(self, *args)],
+    )
     assert not all(row.passed for row in C.gradient_checks(truth, x, generator))
 
 
@@ -234,4 +277,6 @@ def test_iwae_check_fails_for_a_bound_that_forgets_the_one_over_k(problem, monke
     monkeypatch.setattr(C, "log_marginal_likelihood", log_sum_exp)
     rows = {row.quantity: row for row in C.iwae_checks(truth, x, generator)}
     assert rows["IWAE_1 / N = ELBO"].passed
-    assert not any(rows[f"IWAE_{k} / N in (ELBO, log p(x)]"].passed for k in (10, 100, 1000))
+    assert not any(
+        rows[f"IWAE_{k} / N in (ELBO, log p(x)]"].passed for k in (10, 100, 1000)
+    )

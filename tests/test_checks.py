@@ -1,4 +1,5 @@
 """``pyro-vae check``: the table it prints, its exit status, its device handling."""
+
 import random
 
 import numpy as np
@@ -40,7 +41,14 @@ def test_check_command_prints_a_passing_table_and_leaves_the_rngs_alone(capsys):
     assert main(["check"]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
-    assert lines[0].split() == ["quantity", "estimate", "exact", "stderr", "criterion", "result"]
+    assert lines[0].split() == [
+        "quantity",
+        "estimate",
+        "exact",
+        "stderr",
+        "criterion",
+        "result",
+    ]
     rows = lines[2:-1]
     assert len(rows) == 21 and all(row.endswith("ok") for row in rows), out
     assert lines[-1] == "21 passed, 0 failed"
@@ -48,12 +56,16 @@ def test_check_command_prints_a_passing_table_and_leaves_the_rngs_alone(capsys):
         assert quantity in out, quantity
     assert "FAIL" not in out
     assert torch.equal(torch.get_rng_state(), states[0])
-    assert random.getstate() == states[1] and np.array_equal(np.random.get_state()[1], states[2])
+    assert random.getstate() == states[1] and np.array_equal(
+        np.random.get_state()[1], states[2]
+    )
 
 
 def test_format_table_marks_failures():
-    rows = [C.CheckRow("a quantity", 1.0, 1.5, 0.1, False, "|diff| < 4 SE"),
-            C.CheckRow("another", 2.0, 2.0, 0.0, True, "|diff| < 1e-06")]
+    rows = [
+        C.CheckRow("a quantity", 1.0, 1.5, 0.1, False, "|diff| < 4 SE"),
+        C.CheckRow("another", 2.0, 2.0, 0.0, True, "|diff| < 1e-06"),
+    ]
     lines = C.format_table(rows).splitlines()
     assert len(lines) == 4 and set(lines[1]) == {"-", " "}
     assert lines[2].startswith("a quantity") and lines[2].endswith("FAIL")
@@ -62,11 +74,15 @@ def test_format_table_marks_failures():
     assert lines[0].index("estimate") == lines[2].index("1 ") == lines[3].index("2 ")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="needs a machine without a CUDA GPU"
+)
 def test_check_on_cuda_without_a_gpu_is_a_clear_error(capsys):
     assert main(["check", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: device 'cuda' was asked for but no CUDA GPU is visible")
+    assert err.startswith(
+        "error: device 'cuda' was asked for but no CUDA GPU is visible"
+    )
 
 
 @pytest.mark.gpu

@@ -6,25 +6,54 @@ from pyro_vae import config as cfg
 from pyro_vae.cli import main
 from pyro_vae.registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
 
-FAST = ["--epochs", "2", "--latent-dim", "2", "--set", "model.hidden=[32]", "--no-progress"]
+FAST = [
+    "--epochs",
+    "2",
+    "--latent-dim",
+    "2",
+    "--set",
+    "model.hidden=[32]",
+    "--no-progress",
+]
 
 
 def test_train_evaluate_sample_on_the_default_data(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *FAST, "--out", str(run)]) == 0
-    for name in ("config.toml", "metrics.jsonl", "checkpoint.pt", "elbo.png", "reconstructions.png", "samples.png"):
+    for name in (
+        "config.toml",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "elbo.png",
+        "reconstructions.png",
+        "samples.png",
+    ):
         assert (run / name).stat().st_size > 0, name
     saved = cfg.load(str(run / "config.toml"))
-    assert saved == cfg.load(None, {"train.epochs": 2, "model.latent_dim": 2, "model.hidden": [32]})
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert saved == cfg.load(
+        None, {"train.epochs": 2, "model.latent_dim": 2, "model.hidden": [32]}
+    )
+    rows = [
+        json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"epoch", "train_elbo", "test_elbo", "kl", "reconstruction"} <= set(rows[0])
     assert main(["evaluate", str(run), "--num-samples", "50", "--limit", "40"]) == 0
     result = json.loads((run / "evaluation.json").read_text())
     assert result["num_samples"] == 50 and result["n"] == 40
-    assert result["log_marginal"] >= result["elbo"] - 4 * 0.5  # IS bound sits above the ELBO
-    assert {"elbo", "log_marginal", "log_marginal_stderr", "iwae", "kl", "reconstruction", "active_units",
-            "kl_per_dim"} <= set(result)
+    assert (
+        result["log_marginal"] >= result["elbo"] - 4 * 0.5
+    )  # IS bound sits above the ELBO
+    assert {
+        "elbo",
+        "log_marginal",
+        "log_marginal_stderr",
+        "iwae",
+        "kl",
+        "reconstruction",
+        "active_units",
+        "kl_per_dim",
+    } <= set(result)
     assert set(result["iwae"]) == {"1", "10"} and len(result["kl_per_dim"]) == 2
     assert (run / "bound_ladder.png").exists() and (run / "kl_per_dim.png").exists()
     assert main(["sample", str(run), "--num", "8"]) == 0
@@ -35,29 +64,47 @@ def test_train_evaluate_sample_on_the_default_data(tmp_path, capsys):
 def test_list_json(capsys):
     assert main(["list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert listed == {"priors": PRIORS.names(), "guides": GUIDES.names(),
-                      "likelihoods": LIKELIHOODS.names(), "objectives": OBJECTIVES.names()}
+    assert listed == {
+        "priors": PRIORS.names(),
+        "guides": GUIDES.names(),
+        "likelihoods": LIKELIHOODS.names(),
+        "objectives": OBJECTIVES.names(),
+    }
     assert main(["list"]) == 0
     assert "num_pseudo=500" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--prior", "vampp"], "unknown prior 'vampp' (did you mean 'vamp'?); valid priors:"),
-    (["--set", "guide.num_flows=2"], "unknown option 'num_flows' for guide 'diagonal'"),
-    (["--epochs", "0"], "epochs must be >= 1"),
-    (["--beta", "-1"], "beta must be a finite number > 0"),
-    (["--lr", "-0.1"], "lr must be a positive number"),
-    (["--latent-dim", "0"], "latent_dim must be >= 1"),
-    (["--batch-size", "0"], "batch_size must be >= 1"),
-    (["--set", "data.binarize=false"], "is not binary"),
-    (["--dataset", "binarized-mnist"], "pass --data-dir DIR"),
-    (["--dataset", "binarized-mnist", "--data-dir", "/nonexistent"], "does not exist"),
-    (["--set", "train.epochs=many"], "[train] epochs must be of type int"),
-    (["--set", "epochs"], "must look like SECTION.KEY=VALUE"),
-    (["--config", "no_such_config"], "neither a file nor a packaged config"),
-    (["--resume"], "nothing to resume"),
-])
-def test_bad_input_is_one_line_on_stderr_with_exit_status_2(tmp_path, capsys, args, message):
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--prior", "vampp"],
+            "unknown prior 'vampp' (did you mean 'vamp'?); valid priors:",
+        ),
+        (
+            ["--set", "guide.num_flows=2"],
+            "unknown option 'num_flows' for guide 'diagonal'",
+        ),
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--beta", "-1"], "beta must be a finite number > 0"),
+        (["--lr", "-0.1"], "lr must be a positive number"),
+        (["--latent-dim", "0"], "latent_dim must be >= 1"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+        (["--set", "data.binarize=false"], "is not binary"),
+        (["--dataset", "binarized-mnist"], "pass --data-dir DIR"),
+        (
+            ["--dataset", "binarized-mnist", "--data-dir", "/nonexistent"],
+            "does not exist",
+        ),
+        (["--set", "train.epochs=many"], "[train] epochs must be of type int"),
+        (["--set", "epochs"], "must look like SECTION.KEY=VALUE"),
+        (["--config", "no_such_config"], "neither a file nor a packaged config"),
+        (["--resume"], "nothing to resume"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr_with_exit_status_2(
+    tmp_path, capsys, args, message
+):
     code = main(["train", *FAST, "--out", str(tmp_path / "r"), *args])
     err = capsys.readouterr().err
     assert code == 2
@@ -69,7 +116,10 @@ def test_device_cuda_without_gpu_and_malformed_toml(tmp_path, capsys):
     import torch
 
     if not torch.cuda.is_available():
-        assert main(["train", *FAST, "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
+        assert (
+            main(["train", *FAST, "--out", str(tmp_path / "r"), "--device", "cuda"])
+            == 2
+        )
         assert "no CUDA GPU is visible" in capsys.readouterr().err
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nlatent_dim = = 3\n")
@@ -82,7 +132,9 @@ def test_existing_runs_are_not_overwritten_by_accident(tmp_path, capsys):
     assert main(["train", *FAST, "--epochs", "1", "--out", run]) == 0
     assert main(["train", *FAST, "--out", run]) == 2
     assert "already holds a run; pass --resume" in capsys.readouterr().err
-    assert main(["train", *FAST, "--out", run, "--resume"]) == 0  # continues from epoch 1 to 2
+    assert (
+        main(["train", *FAST, "--out", run, "--resume"]) == 0
+    )  # continues from epoch 1 to 2
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
 

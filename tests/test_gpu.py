@@ -1,8 +1,11 @@
 """CUDA: training, evaluation, and checkpoints that move between a GPU and the CPU. Skipped without CUDA."""
+
 import pytest
 import torch
 
-from pyro_vae import checkpoint, config as cfg, data
+from pyro_vae import checkpoint
+from pyro_vae import config as cfg
+from pyro_vae import data
 from pyro_vae.evaluate import evaluate, load_run
 from pyro_vae.marginal import log_marginal_likelihood
 from pyro_vae.train import CHECKPOINT_FILE, fit
@@ -15,8 +18,17 @@ pytestmark = [
 
 
 def cuda_run(tmp_path, **overrides):
-    config = cfg.load(None, {"model.latent_dim": 4, "model.hidden": [32], "train.epochs": 2,
-                             "train.batch_size": 250, "train.device": "cuda", **overrides})
+    config = cfg.load(
+        None,
+        {
+            "model.latent_dim": 4,
+            "model.hidden": [32],
+            "train.epochs": 2,
+            "train.batch_size": 250,
+            "train.device": "cuda",
+            **overrides,
+        },
+    )
     ds = data.load(config.data)
     vae = build(config, ds.data_dim)
     return config, ds, vae, fit(vae, ds, config, run_dir=tmp_path)
@@ -25,7 +37,9 @@ def cuda_run(tmp_path, **overrides):
 def test_short_training_on_cuda_keeps_everything_on_the_gpu(tmp_path):
     config, ds, vae, metrics = cuda_run(tmp_path)
     assert all(p.is_cuda for p in vae.parameters())
-    assert len(metrics) == 2 and all(torch.isfinite(torch.tensor(m["test_elbo"])) for m in metrics)
+    assert len(metrics) == 2 and all(
+        torch.isfinite(torch.tensor(m["test_elbo"])) for m in metrics
+    )
     assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"] - 5
 
 
@@ -34,7 +48,10 @@ def test_evaluation_on_cuda(tmp_path):
     x = ds.test[:64].cuda()
     report = evaluate(vae, x, num_samples=100)
     assert report["n"] == 64
-    assert report["elbo"] <= report["log_marginal"] + 4 * (report["log_marginal_stderr"] or 0) + 1e-3
+    assert (
+        report["elbo"]
+        <= report["log_marginal"] + 4 * (report["log_marginal_stderr"] or 0) + 1e-3
+    )
     estimate = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=50)
     assert estimate.log_marginal.is_cuda and torch.isfinite(estimate.log_marginal).all()
 

@@ -1,4 +1,5 @@
 """The iwae objective: per-data-point log-mean-exp under the data plate, and DReG gradients."""
+
 import math
 
 import pyro
@@ -14,7 +15,9 @@ X = (torch.rand(6, 10, generator=torch.Generator().manual_seed(0)) > 0.5).float(
 
 
 def small_vae(**overrides):
-    return build(cfg.load(None, {"model.latent_dim": 2, "model.hidden": [8], **overrides}), 10)
+    return build(
+        cfg.load(None, {"model.latent_dim": 2, "model.hidden": [8], **overrides}), 10
+    )
 
 
 def test_value_is_the_hand_computed_per_datapoint_log_mean_exp():
@@ -28,9 +31,11 @@ def test_value_is_the_hand_computed_per_datapoint_log_mean_exp():
         z = poutine.trace(vae.guide).get_trace(X).nodes[LATENT]["value"]
     assert z.shape == (k, 6, 2)
     q = vae.encoder(X)
-    log_w = (torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
-             + torch.distributions.Bernoulli(logits=vae.decoder(z)).log_prob(X).sum(-1)
-             - q.log_prob(z))
+    log_w = (
+        torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        + torch.distributions.Bernoulli(logits=vae.decoder(z)).log_prob(X).sum(-1)
+        - q.log_prob(z)
+    )
     per_point = torch.logsumexp(log_w, 0) - math.log(k)
     assert loss == pytest.approx(-per_point.sum().item(), rel=1e-5)
     # not the whole-batch log-mean-exp that RenyiELBO(alpha=0) computes
@@ -43,7 +48,9 @@ def test_iwae_with_one_particle_is_the_elbo():
     pyro.set_rng_seed(2)
     iwae1 = IWAE(num_particles=1).loss(vae.model, vae.guide, X)
     pyro.set_rng_seed(2)
-    elbo = pyro.infer.Trace_ELBO(vectorize_particles=True, max_plate_nesting=1).loss(vae.model, vae.guide, X)
+    elbo = pyro.infer.Trace_ELBO(vectorize_particles=True, max_plate_nesting=1).loss(
+        vae.model, vae.guide, X
+    )
     assert iwae1 == pytest.approx(elbo, rel=1e-5)
 
 
@@ -61,22 +68,31 @@ def test_dreg_keeps_the_model_gradient_and_changes_only_the_guide_gradient():
     for name in plain:
         if name.startswith("decoder"):
             torch.testing.assert_close(dreg[name], plain[name])
-    assert any(not torch.allclose(dreg[n], plain[n]) for n in plain if n.startswith("encoder"))
+    assert any(
+        not torch.allclose(dreg[n], plain[n]) for n in plain if n.startswith("encoder")
+    )
 
 
 def test_dreg_guide_gradient_is_unbiased_for_the_iwae_gradient():
     """E[DReG] = E[IWAE gradient] for the guide: compare means over repeats within 4 SE."""
     vae = small_vae()
     name = "encoder.loc.bias"
-    samples = {d: torch.stack([grads(vae, d, s)[name] for s in range(300)]) for d in (False, True)}
-    (m0, s0), (m1, s1) = ((g.mean(0), g.std(0) / len(g) ** 0.5) for g in samples.values())
-    assert ((m0 - m1).abs() < 4 * (s0 ** 2 + s1 ** 2).sqrt()).all()
+    samples = {
+        d: torch.stack([grads(vae, d, s)[name] for s in range(300)])
+        for d in (False, True)
+    }
+    (m0, s0), (m1, s1) = (
+        (g.mean(0), g.std(0) / len(g) ** 0.5) for g in samples.values()
+    )
+    assert ((m0 - m1).abs() < 4 * (s0**2 + s1**2).sqrt()).all()
     assert not torch.allclose(samples[True], samples[False])
 
 
 def test_dreg_refuses_guides_without_an_inverse():
     vae = small_vae(**{"guide.name": "planar"})
-    with pytest.raises(ValueError, match="DReG estimator needs a guide whose density can be evaluated"):
+    with pytest.raises(
+        ValueError, match="DReG estimator needs a guide whose density can be evaluated"
+    ):
         IWAE(num_particles=3, dreg=True).loss_and_grads(vae.model, vae.guide, X)
 
 

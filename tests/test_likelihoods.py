@@ -41,7 +41,9 @@ def test_gaussian_scale_is_learned_only_when_asked():
 
 def test_data_checks():
     bern = LIKELIHOODS.build("bernoulli", ARCH, {})
-    with pytest.raises(DataError, match=r"not binary \(found the value 0.5\).*continuous_bernoulli"):
+    with pytest.raises(
+        DataError, match=r"not binary \(found the value 0.5\).*continuous_bernoulli"
+    ):
         bern.check_data(torch.tensor([[0.0, 0.5]]))
     with pytest.raises(DataError, match="NaN or infinite"):
         bern.check_data(torch.tensor([[0.0, float("nan")]]))

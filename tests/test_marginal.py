@@ -1,10 +1,16 @@
 """Importance-sampled log p(x) against the linear-Gaussian closed form (float64)."""
+
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_vae.analytic import linear_vae, set_exact_posterior_guide, set_perturbed_diagonal_guide, true_model
+from pyro_vae.analytic import (
+    linear_vae,
+    set_exact_posterior_guide,
+    set_perturbed_diagonal_guide,
+    true_model,
+)
 from pyro_vae.marginal import log_marginal_likelihood, log_weights
 from pyro_vae.objectives import IWAE
 
@@ -22,18 +28,28 @@ def x(truth):
 def test_exact_posterior_gives_the_exact_value_and_ess_equal_to_k(truth, x):
     vae = linear_vae(truth, "full_rank")
     set_exact_posterior_guide(vae, truth)
-    estimate = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=300, particle_batch_size=70)
-    torch.testing.assert_close(estimate.log_marginal, truth.log_marginal(x), rtol=0, atol=1e-9)
-    torch.testing.assert_close(estimate.ess, torch.full_like(estimate.ess, 300.0), rtol=1e-9, atol=0)
+    estimate = log_marginal_likelihood(
+        vae.model, vae.guide, x, num_samples=300, particle_batch_size=70
+    )
+    torch.testing.assert_close(
+        estimate.log_marginal, truth.log_marginal(x), rtol=0, atol=1e-9
+    )
+    torch.testing.assert_close(
+        estimate.ess, torch.full_like(estimate.ess, 300.0), rtol=1e-9, atol=0
+    )
     assert (estimate.stderr < 1e-6).all()
 
 
 def test_imperfect_guide_converges_within_4_standard_errors(truth, x):
     vae = linear_vae(truth, "diagonal")
-    set_perturbed_diagonal_guide(vae, truth, torch.Generator().manual_seed(9), spread=0.3)
+    set_perturbed_diagonal_guide(
+        vae, truth, torch.Generator().manual_seed(9), spread=0.3
+    )
     estimate = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=5000)
     exact = truth.log_marginal(x)
-    assert (estimate.ess < 5000).all() and (estimate.ess >= 1).all()  # an imperfect guide wastes draws
+    assert (estimate.ess < 5000).all() and (
+        estimate.ess >= 1
+    ).all()  # an imperfect guide wastes draws
     # the mean over points, with the standard error of a mean
     mean_se = estimate.stderr.pow(2).sum().sqrt() / len(x)
     assert abs(estimate.log_marginal.mean() - exact.mean()) < 4 * mean_se
@@ -44,13 +60,15 @@ def test_imperfect_guide_converges_within_4_standard_errors(truth, x):
     assert trusted.sum() >= 30 and (z[trusted].abs() < 4).all(), z
     # the imperfect guide's ELBO is clearly below: importance sampling closed the gap
     loc, scale = vae.encoder(x).base_dist.loc, vae.encoder(x).base_dist.scale
-    assert (truth.elbo(x, loc, scale).mean() < exact.mean() - 100 * mean_se)
+    assert truth.elbo(x, loc, scale).mean() < exact.mean() - 100 * mean_se
 
 
 def test_chunking_does_not_change_the_answer_for_the_exact_guide(truth, x):
     vae = linear_vae(truth, "full_rank")
     set_exact_posterior_guide(vae, truth)
-    a = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=64, batch_size=7, particle_batch_size=5)
+    a = log_marginal_likelihood(
+        vae.model, vae.guide, x, num_samples=64, batch_size=7, particle_batch_size=5
+    )
     b = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=64)
     torch.testing.assert_close(a.log_marginal, b.log_marginal, rtol=0, atol=1e-9)
     assert a.log_marginal.shape == (40,)
@@ -81,10 +99,12 @@ def test_any_pyro_model_with_a_data_plate_works():
 
     def guide(x):
         with pyro.plate("points", x.shape[0]):
-            pyro.sample("mu", dist.Normal(x / 2, 0.5 ** 0.5))  # the exact posterior
+            pyro.sample("mu", dist.Normal(x / 2, 0.5**0.5))  # the exact posterior
 
-    estimate = log_marginal_likelihood(model, guide, data, num_samples=10, plate="points")
-    exact = dist.Normal(0.0, 2 ** 0.5).log_prob(data)
+    estimate = log_marginal_likelihood(
+        model, guide, data, num_samples=10, plate="points"
+    )
+    exact = dist.Normal(0.0, 2**0.5).log_prob(data)
     torch.testing.assert_close(estimate.log_marginal.float(), exact, rtol=0, atol=1e-5)
 
 

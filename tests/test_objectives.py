@@ -1,4 +1,5 @@
 """Objectives: the JIT-compiled ELBOs (``trace`` and ``meanfield`` with ``jit = true``, the default)."""
+
 import itertools
 
 import pyro
@@ -15,18 +16,32 @@ from pyro_vae.vae import build
 
 # ---- JIT ELBO: compiled once, same numbers as the eager ELBO (benchmarks/speed_train.py) ----
 
-COMPILED_ATTR = {"trace": "_loss_and_surrogate_loss", "meanfield": "_differentiable_loss"}
+COMPILED_ATTR = {
+    "trace": "_loss_and_surrogate_loss",
+    "meanfield": "_differentiable_loss",
+}
 
 
 def small_vae(objective: str, prior: str = "standard_normal", guide: str = "diagonal"):
     options = {"prior.num_pseudo": 7} if prior == "vamp" else {}
-    config = cfg.load(None, {"model.latent_dim": 3, "model.hidden": [12], "prior.name": prior,
-                             "guide.name": guide, "objective.name": objective, **options})
+    config = cfg.load(
+        None,
+        {
+            "model.latent_dim": 3,
+            "model.hidden": [12],
+            "prior.name": prior,
+            "guide.name": guide,
+            "objective.name": objective,
+            **options,
+        },
+    )
     return config, build(config, 10)
 
 
 def binary(rows: int) -> torch.Tensor:
-    return (torch.rand(rows, 10, generator=torch.Generator().manual_seed(3)) < 0.4).float()
+    return (
+        torch.rand(rows, 10, generator=torch.Generator().manual_seed(3)) < 0.4
+    ).float()
 
 
 def compiled_functions(elbo):
@@ -42,7 +57,9 @@ def test_jit_is_the_default_and_compiles_once_over_many_svi_steps(objective):
     assert type(elbo).__name__.startswith("Jit")
     x = binary(16)
     for step in range(5):
-        train_step(svi, x, 0.2 + step / 10)  # a changing KL weight is a tensor argument: no re-trace
+        train_step(
+            svi, x, 0.2 + step / 10
+        )  # a changing KL weight is a tensor argument: no re-trace
     (compiled,) = compiled_functions(elbo)
     assert getattr(elbo, COMPILED_ATTR[objective]) is compiled
     assert len(compiled.compiled) == 1
@@ -70,23 +87,33 @@ def test_a_new_batch_shape_gets_its_own_trace():
     for rows in (16, 16, 7, 16, 7):
         losses[rows].append(train_step(svi, binary(rows), 1.0))
     assert len(compiled_functions(elbo)) == 2
-    assert all(0 < loss < 20 * rows for rows, values in losses.items() for loss in values)
+    assert all(
+        0 < loss < 20 * rows for rows, values in losses.items() for loss in values
+    )
 
 
 def _traced_style_normal(shape, dtype, device):
     """The standard-normal draw that torch.distributions records when traced (torch.normal of
-    zeros and ones); eager code calls .normal_(), which gives other numbers from the same seed."""
+    zeros and ones); eager code calls .normal_(), which gives other numbers from the same seed.
+    """
     zeros = torch.zeros(shape, dtype=dtype, device=device)
     return torch.normal(zeros, torch.ones_like(zeros))
 
 
 @pytest.mark.parametrize("objective", ["trace", "meanfield"])
-@pytest.mark.parametrize("prior,guide", list(itertools.product(PRIORS.names(), GUIDES.names())))
-def test_jit_and_eager_losses_and_gradients_agree_for_the_same_seed(monkeypatch, objective, prior, guide):
+@pytest.mark.parametrize(
+    "prior,guide", list(itertools.product(PRIORS.names(), GUIDES.names()))
+)
+def test_jit_and_eager_losses_and_gradients_agree_for_the_same_seed(
+    monkeypatch, objective, prior, guide
+):
     monkeypatch.setattr(torch_normal, "_standard_normal", _traced_style_normal)
     monkeypatch.setattr(torch_mvn, "_standard_normal", _traced_style_normal)
     _, vae = small_vae(objective, prior, guide)
-    model, guide_fn = vae.model, vae.guide  # one bound method each: Pyro keys its traces by id
+    model, guide_fn = (
+        vae.model,
+        vae.guide,
+    )  # one bound method each: Pyro keys its traces by id
     x = binary(16)
     eager = OBJECTIVES.build(objective, None, {"jit": False})
     jit = OBJECTIVES.build(objective, None, {"jit": True})
@@ -96,28 +123,43 @@ def test_jit_and_eager_losses_and_gradients_agree_for_the_same_seed(monkeypatch,
             pyro.set_rng_seed(11)
             vae.zero_grad(set_to_none=True)
             loss = elbo.loss_and_grads(model, guide_fn, x, torch.tensor(weight))
-            grads = {n: p.grad.clone() for n, p in vae.named_parameters() if p.grad is not None}
-            results.append((loss, grads, torch.rand(())))  # the next draw: same RNG consumption
+            grads = {
+                n: p.grad.clone()
+                for n, p in vae.named_parameters()
+                if p.grad is not None
+            }
+            results.append(
+                (loss, grads, torch.rand(()))
+            )  # the next draw: same RNG consumption
         (eager_loss, eager_grads, eager_next), (jit_loss, jit_grads, jit_next) = results
         assert jit_loss == pytest.approx(eager_loss, rel=1e-5)
         assert eager_grads.keys() == jit_grads.keys()
         for name, grad in eager_grads.items():
-            torch.testing.assert_close(jit_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+            torch.testing.assert_close(
+                jit_grads[name], grad, rtol=1e-4, atol=1e-5, msg=name
+            )
         assert jit_next == eager_next
 
 
 def test_compiling_leaves_the_random_stream_where_an_eager_step_would():
     config, vae = small_vae("trace")
     svi, _ = make_svi(vae, config)
-    eager_config = cfg.load(None, {**{"model.latent_dim": 3, "model.hidden": [12]}, "objective.jit": False})
+    eager_config = cfg.load(
+        None, {**{"model.latent_dim": 3, "model.hidden": [12]}, "objective.jit": False}
+    )
     eager_vae = build(eager_config, 10)
-    eager_svi = SVI(eager_vae.model, eager_vae.guide, make_svi(eager_vae, eager_config)[1],
-                    loss=OBJECTIVES.build("trace", None, {"jit": False}))
+    eager_svi = SVI(
+        eager_vae.model,
+        eager_vae.guide,
+        make_svi(eager_vae, eager_config)[1],
+        loss=OBJECTIVES.build("trace", None, {"jit": False}),
+    )
     after = []
     for s in (svi, eager_svi):
         pyro.set_rng_seed(2)
         train_step(s, binary(16), 1.0)
         after.append(torch.rand(()))
     assert after[0] == after[1]
+
 
 # ---- end of the JIT ELBO block ----

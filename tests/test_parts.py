@@ -1,4 +1,5 @@
 """Every registered prior x guide x objective works, with no code beyond its registration."""
+
 import itertools
 import math
 
@@ -14,19 +15,32 @@ from pyro_vae.train import ModuleOptimizer
 from pyro_vae.vae import LATENT, build
 
 X = (torch.rand(12, 10) > 0.5).float()
-SMALL = {"model.latent_dim": 3, "model.hidden": [16], "prior.name": "vamp", "prior.num_pseudo": 4}
+SMALL = {
+    "model.latent_dim": 3,
+    "model.hidden": [16],
+    "prior.name": "vamp",
+    "prior.num_pseudo": 4,
+}
 
 
 def part_overrides(prior, guide, objective):
-    overrides = {"model.latent_dim": 3, "model.hidden": [16], "prior.name": prior, "guide.name": guide,
-                 "objective.name": objective, "objective.num_particles": 2}
+    overrides = {
+        "model.latent_dim": 3,
+        "model.hidden": [16],
+        "prior.name": prior,
+        "guide.name": guide,
+        "objective.name": objective,
+        "objective.num_particles": 2,
+    }
     if prior == "vamp":
         overrides["prior.num_pseudo"] = 4
     return overrides
 
 
-@pytest.mark.parametrize("prior,guide,objective",
-                         list(itertools.product(PRIORS.names(), GUIDES.names(), OBJECTIVES.names())))
+@pytest.mark.parametrize(
+    "prior,guide,objective",
+    list(itertools.product(PRIORS.names(), GUIDES.names(), OBJECTIVES.names())),
+)
 def test_every_prior_guide_objective_combination(prior, guide, objective):
     config = cfg.load(None, part_overrides(prior, guide, objective))
     vae = build(config, X.shape[1])
@@ -43,41 +57,70 @@ def test_every_prior_guide_objective_combination(prior, guide, objective):
     changed = [not torch.equal(a, b) for a, b in zip(before, vae.parameters())]
     assert all(changed), f"{sum(not c for c in changed)} parameters did not move"
     estimate = log_marginal_likelihood(vae.model, vae.guide, X, num_samples=20)
-    assert estimate.log_marginal.shape == (12,) and torch.isfinite(estimate.log_marginal).all()
+    assert (
+        estimate.log_marginal.shape == (12,)
+        and torch.isfinite(estimate.log_marginal).all()
+    )
     assert torch.isfinite(estimate.stderr).all() and (estimate.ess <= 20 + 1e-6).all()
 
 
 def test_new_registrations_are_picked_up():
     """The combination test reads the registries, so a new part is tested automatically."""
-    assert {"standard_normal", "learned_normal", "mixture", "vamp", "flow"} <= set(PRIORS.names())
+    assert {"standard_normal", "learned_normal", "mixture", "vamp", "flow"} <= set(
+        PRIORS.names()
+    )
     assert {"diagonal", "full_rank", "iaf", "planar"} <= set(GUIDES.names())
     assert {"trace", "meanfield", "iwae"} <= set(OBJECTIVES.names())
 
 
 def test_one_component_mixture_equals_its_gaussian():
-    vae = build(cfg.load(None, {"model.latent_dim": 3, "model.hidden": [8], "prior.name": "mixture",
-                                "prior.num_components": 1}), 10)
+    vae = build(
+        cfg.load(
+            None,
+            {
+                "model.latent_dim": 3,
+                "model.hidden": [8],
+                "prior.name": "mixture",
+                "prior.num_components": 1,
+            },
+        ),
+        10,
+    )
     prior = vae.prior()
-    gaussian = torch.distributions.Normal(vae.prior.locs[0], torch.nn.functional.softplus(vae.prior.raw_scales[0]))
+    gaussian = torch.distributions.Normal(
+        vae.prior.locs[0], torch.nn.functional.softplus(vae.prior.raw_scales[0])
+    )
     z = torch.randn(7, 3)
     torch.testing.assert_close(prior.log_prob(z), gaussian.log_prob(z).sum(-1))
 
 
 def test_identity_initialized_flow_prior_keeps_the_base_density():
-    vae = build(cfg.load(None, {"model.latent_dim": 4, "model.hidden": [8], "prior.name": "flow"}), 10)
+    vae = build(
+        cfg.load(
+            None, {"model.latent_dim": 4, "model.hidden": [8], "prior.name": "flow"}
+        ),
+        10,
+    )
     z = 2 * torch.randn(9, 4)
     base = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
     torch.testing.assert_close(vae.prior().log_prob(z), base)
     with torch.no_grad():  # once trained (here: perturbed) it differs
         for p in vae.prior.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    assert not torch.allclose(vae.prior().log_prob(z.clone()), base)  # a new tensor: no transform cache
+    assert not torch.allclose(
+        vae.prior().log_prob(z.clone()), base
+    )  # a new tensor: no transform cache
 
 
 def test_flow_prior_density_is_normalized_change_of_variables():
     """log p(f(u)) = log N(u) - log|det df/du| checked on samples drawn through the flow."""
     torch.manual_seed(1)
-    vae = build(cfg.load(None, {"model.latent_dim": 2, "model.hidden": [8], "prior.name": "flow"}), 10)
+    vae = build(
+        cfg.load(
+            None, {"model.latent_dim": 2, "model.hidden": [8], "prior.name": "flow"}
+        ),
+        10,
+    )
     with torch.no_grad():
         for p in vae.prior.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -89,7 +132,9 @@ def test_flow_prior_density_is_normalized_change_of_variables():
         ladj = ladj + t.log_abs_det_jacobian(z, y)
         z = y
     expected = torch.distributions.Normal(0.0, 1.0).log_prob(u).sum(-1) - ladj
-    torch.testing.assert_close(prior.log_prob(z.detach().clone()), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        prior.log_prob(z.detach().clone()), expected, rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("guide", ["diagonal", "full_rank", "iaf"])
@@ -104,14 +149,25 @@ def test_vamp_prior_is_the_mean_of_guide_densities_at_pseudo_inputs(guide):
 
 
 def test_identity_initialized_iaf_guide_equals_its_gaussian():
-    vae = build(cfg.load(None, {"model.latent_dim": 3, "model.hidden": [8], "guide.name": "iaf"}), 10)
+    vae = build(
+        cfg.load(
+            None, {"model.latent_dim": 3, "model.hidden": [8], "guide.name": "iaf"}
+        ),
+        10,
+    )
     q, base = vae.encoder(X), vae.encoder.gaussian(X)
     z = q.rsample()
     torch.testing.assert_close(q.log_prob(z), base.log_prob(z))
 
 
 def test_full_rank_guide_has_a_valid_cholesky_factor():
-    vae = build(cfg.load(None, {"model.latent_dim": 4, "model.hidden": [8], "guide.name": "full_rank"}), 10)
+    vae = build(
+        cfg.load(
+            None,
+            {"model.latent_dim": 4, "model.hidden": [8], "guide.name": "full_rank"},
+        ),
+        10,
+    )
     L = vae.encoder(X).scale_tril
     assert L.shape == (12, 4, 4)
     assert torch.equal(L, L.tril()) and (L.diagonal(dim1=-2, dim2=-1) > 0).all()
@@ -119,13 +175,22 @@ def test_full_rank_guide_has_a_valid_cholesky_factor():
 
 
 def test_meanfield_uses_analytic_kl_only_where_it_exists():
-    from pyro_vae.train import fit
     from pyro_vae.data import Dataset
+    from pyro_vae.train import fit
 
     ds = Dataset("toy", X, X[:4], (2, 5))
     for prior, analytic in (("standard_normal", True), ("mixture", False)):
-        config = cfg.load(None, {"model.latent_dim": 2, "model.hidden": [8], "prior.name": prior,
-                                 "objective.name": "meanfield", "train.epochs": 1, "train.batch_size": 6})
+        config = cfg.load(
+            None,
+            {
+                "model.latent_dim": 2,
+                "model.hidden": [8],
+                "prior.name": prior,
+                "objective.name": "meanfield",
+                "train.epochs": 1,
+                "train.batch_size": 6,
+            },
+        )
         metrics = fit(build(config, 10), ds, config)
         assert metrics[0]["analytic_kl"] is analytic
 

@@ -8,7 +8,9 @@ import time
 import pytest
 import torch
 
-from pyro_vae import checkpoint, config as cfg, data
+from pyro_vae import checkpoint
+from pyro_vae import config as cfg
+from pyro_vae import data
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.train import CHECKPOINT_FILE, METRICS_FILE, fit, kl_weight, resolve_device
 from pyro_vae.vae import build
@@ -17,8 +19,16 @@ TIMING = ("seconds",)
 
 
 def digits_run(**overrides):
-    config = cfg.load(None, {"model.latent_dim": 4, "model.hidden": [32], "train.epochs": 4,
-                             "train.batch_size": 250, **overrides})
+    config = cfg.load(
+        None,
+        {
+            "model.latent_dim": 4,
+            "model.hidden": [32],
+            "train.epochs": 4,
+            "train.batch_size": 250,
+            **overrides,
+        },
+    )
     ds = data.load(config.data)
     return config, ds, build(config, ds.data_dim)
 
@@ -74,21 +84,29 @@ def test_resume_in_process_gives_identical_metrics(tmp_path):
     full = fit(vae, ds, config, tmp_path / "full")
     short = cfg.load(None, {**_overrides(config), "train.epochs": 2})
     fit(build(short, ds.data_dim), ds, short, tmp_path / "part")
-    resumed = fit(build(config, ds.data_dim), ds, config, tmp_path / "part", resume=True)
+    resumed = fit(
+        build(config, ds.data_dim), ds, config, tmp_path / "part", resume=True
+    )
     assert strip_timing(resumed) == strip_timing(full)
     lines = (tmp_path / "part" / METRICS_FILE).read_text().splitlines()
     assert strip_timing([json.loads(line) for line in lines]) == strip_timing(full)
 
 
 def _overrides(config):
-    return {f"{s}.{k}": v for s, values in config.to_dict().items() for k, v in values.items()}
+    return {
+        f"{s}.{k}": v
+        for s, values in config.to_dict().items()
+        for k, v in values.items()
+    }
 
 
 def test_resume_refuses_a_changed_config_or_a_finished_run(tmp_path):
     config, ds, vae = digits_run(**{"train.epochs": 1})
     fit(vae, ds, config, tmp_path)
     other = cfg.load(None, {**_overrides(config), "train.lr": 0.5, "train.epochs": 3})
-    with pytest.raises(TrainingError, match="differs from the checkpoint's in train.lr"):
+    with pytest.raises(
+        TrainingError, match="differs from the checkpoint's in train.lr"
+    ):
         fit(build(other, ds.data_dim), ds, other, tmp_path, resume=True)
     with pytest.raises(TrainingError, match="already finished 1 epochs"):
         fit(build(config, ds.data_dim), ds, config, tmp_path, resume=True)
@@ -100,12 +118,22 @@ def test_checkpoint_contents_load_with_weights_only(tmp_path):
     config, ds, vae = digits_run(**{"train.epochs": 1})
     fit(vae, ds, config, tmp_path)
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
-    assert state["epoch"] == 1 and set(state) == {"epoch", "model", "optimizer", "rng", "metrics", "config"}
+    assert state["epoch"] == 1 and set(state) == {
+        "epoch",
+        "model",
+        "optimizer",
+        "rng",
+        "metrics",
+        "config",
+    }
     assert set(state["rng"]) == {"torch", "cuda", "numpy", "python"}
     assert cfg.from_dict(state["config"]) == config
     rebuilt = build(config, ds.data_dim)
     rebuilt.load_state_dict(state["model"])
-    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), vae.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(rebuilt.state_dict().values(), vae.state_dict().values())
+    )
 
 
 def test_a_crash_mid_write_leaves_the_old_checkpoint_loadable(tmp_path, monkeypatch):
@@ -121,7 +149,9 @@ def test_a_crash_mid_write_leaves_the_old_checkpoint_loadable(tmp_path, monkeypa
         checkpoint.save(path, {"epoch": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
     assert checkpoint.load(path)["epoch"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == [
+        "c.pt"
+    ]  # no temporary file left behind
 
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -140,7 +170,9 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatc
     with pytest.raises(TrainingError) as err:
         fit(vae, ds, config, tmp_path)
     assert "the loss became nan at epoch 2, step 2" in str(err.value)
-    assert "last checkpoint (epoch 1) is intact" in str(err.value) and "learning rate" in str(err.value)
+    assert "last checkpoint (epoch 1) is intact" in str(
+        err.value
+    ) and "learning rate" in str(err.value)
     assert checkpoint.load(tmp_path / CHECKPOINT_FILE)["epoch"] == 1
 
 
@@ -167,12 +199,24 @@ def _cli(*args, cwd):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
-    common = ["train", "--epochs", "8", "--latent-dim", "4", "--set", "model.hidden=[256, 256]",
-              "--batch-size", "50", "--no-progress"]
+    common = [
+        "train",
+        "--epochs",
+        "8",
+        "--latent-dim",
+        "4",
+        "--set",
+        "model.hidden=[256, 256]",
+        "--batch-size",
+        "50",
+        "--no-progress",
+    ]
     cmd, kw = _cli(*common, "--out", "full", cwd=tmp_path)
     subprocess.run(cmd, check=True, capture_output=True, **kw)
     cmd, kw = _cli(*common, "--out", "killed", cwd=tmp_path)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw
+    )
     metrics = tmp_path / "killed" / METRICS_FILE
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -188,7 +232,12 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, **kw)
 
     def rows(run):
-        return strip_timing([json.loads(x) for x in (tmp_path / run / METRICS_FILE).read_text().splitlines()])
+        return strip_timing(
+            [
+                json.loads(x)
+                for x in (tmp_path / run / METRICS_FILE).read_text().splitlines()
+            ]
+        )
 
     assert len(rows("killed")) == 8
     assert rows("killed") == rows("full")

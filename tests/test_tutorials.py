@@ -6,6 +6,7 @@ with ``PYRO_VAE_SMOKE=1``. Its own assertions are the checks; here we require th
 that it wrote its figures. Global state a tutorial may change (default dtype, thread count, part
 registries) is restored afterwards.
 """
+
 import runpy
 from pathlib import Path
 
@@ -19,7 +20,12 @@ from pyro_vae import registry
 TUTORIALS_DIR = Path(__file__).resolve().parents[1] / "tutorials"
 TUTORIALS = sorted(p.name for p in TUTORIALS_DIR.glob("[0-9][0-9]_*.py"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-REGISTRIES = (registry.PRIORS, registry.GUIDES, registry.LIKELIHOODS, registry.OBJECTIVES)
+REGISTRIES = (
+    registry.PRIORS,
+    registry.GUIDES,
+    registry.LIKELIHOODS,
+    registry.OBJECTIVES,
+)
 
 
 def test_there_are_six_tutorials_and_the_readme_lists_them():
@@ -33,7 +39,9 @@ def test_there_are_six_tutorials_and_the_readme_lists_them():
 def test_tutorial_is_a_percent_notebook(name):
     notebook = jupytext.read(TUTORIALS_DIR / name)
     kinds = [cell.cell_type for cell in notebook.cells]
-    assert kinds[0] == "markdown" and notebook.cells[0].source.startswith(f"# {int(name[:2])}.")
+    assert kinds[0] == "markdown" and notebook.cells[0].source.startswith(
+        f"# {int(name[:2])}."
+    )
     assert kinds.count("code") >= 3 and kinds.count("markdown") >= 3
 
 

@@ -23,15 +23,27 @@ def test_model_and_guide_sites_and_shapes(digits):
     vae = small_vae(digits)
     x = digits.train[:5]
     guide_trace = poutine.trace(vae.guide).get_trace(x)
-    model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(
+        x
+    )
     z = guide_trace.nodes[LATENT]
-    assert z["value"].shape == (5, 3) and z["fn"].event_shape == (3,) and z["fn"].batch_shape == (5,)
+    assert (
+        z["value"].shape == (5, 3)
+        and z["fn"].event_shape == (3,)
+        and z["fn"].batch_shape == (5,)
+    )
     obs = model_trace.nodes[OBSERVED]
-    assert obs["is_observed"] and torch.equal(obs["value"], x) and obs["fn"].event_shape == (64,)
+    assert (
+        obs["is_observed"]
+        and torch.equal(obs["value"], x)
+        and obs["fn"].event_shape == (64,)
+    )
     for site in (z, obs, model_trace.nodes[LATENT]):
         assert [f.name for f in site["cond_indep_stack"]] == [DATA_PLATE]
     params = [n for n, s in model_trace.nodes.items() if s["type"] == "param"]
-    assert len(params) == len(list(vae.parameters())) and all(n.startswith(vae.pyro_name) for n in params)
+    assert len(params) == len(list(vae.parameters())) and all(
+        n.startswith(vae.pyro_name) for n in params
+    )
 
 
 def test_two_vaes_do_not_share_the_param_store(digits):
@@ -57,10 +69,18 @@ def test_beta_scales_only_the_kl(digits):
 
     pyro.set_rng_seed(3)
     guide_trace = poutine.trace(pyro.plate("p", 3, dim=-2)(vae.guide)).get_trace(x)
-    model_trace = poutine.trace(poutine.replay(pyro.plate("p", 3, dim=-2)(vae.model), trace=guide_trace)).get_trace(x)
+    model_trace = poutine.trace(
+        poutine.replay(pyro.plate("p", 3, dim=-2)(vae.model), trace=guide_trace)
+    ).get_trace(x)
     rec = model_trace.nodes[OBSERVED]["fn"].log_prob(x).sum().item() / 3
-    kl = (guide_trace.nodes[LATENT]["fn"].log_prob(guide_trace.nodes[LATENT]["value"]).sum()
-          - model_trace.nodes[LATENT]["fn"].log_prob(guide_trace.nodes[LATENT]["value"]).sum()).item() / 3
+    kl = (
+        guide_trace.nodes[LATENT]["fn"]
+        .log_prob(guide_trace.nodes[LATENT]["value"])
+        .sum()
+        - model_trace.nodes[LATENT]["fn"]
+        .log_prob(guide_trace.nodes[LATENT]["value"])
+        .sum()
+    ).item() / 3
     for beta in (1e-3, 0.5, 1.0, 4.0):
         assert loss(beta) == pytest.approx(-rec + beta * kl, rel=1e-5)
 
@@ -73,9 +93,9 @@ def test_trace_and_meanfield_agree_in_expectation(digits):
     for cls in (Trace_ELBO, TraceMeanField_ELBO):
         elbo = cls(num_particles=20, vectorize_particles=True, max_plate_nesting=1)
         losses = torch.tensor([elbo.loss(vae.model, vae.guide, x) for _ in range(40)])
-        estimates[cls.__name__] = (losses.mean(), losses.std() / 40 ** 0.5)
+        estimates[cls.__name__] = (losses.mean(), losses.std() / 40**0.5)
     (m1, s1), (m2, s2) = estimates.values()
-    assert abs(m1 - m2) < 4 * (s1 ** 2 + s2 ** 2) ** 0.5
+    assert abs(m1 - m2) < 4 * (s1**2 + s2**2) ** 0.5
     assert s2 < s1  # the closed-form KL removes part of the Monte Carlo noise
 
 

@@ -49,21 +49,30 @@ import torch  # noqa: E402
 from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 
 from pyro_vae import marginal, plots  # noqa: E402
-from pyro_vae.analytic import LinearGaussian, gaussian_kl_to_standard_normal  # noqa: E402
+from pyro_vae.analytic import (  # noqa: E402
+    LinearGaussian,
+    gaussian_kl_to_standard_normal,
+)
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
 FIGURES.mkdir(exist_ok=True)
 NUM_DRAWS = 2_000 if SMOKE else 200_000  # Monte Carlo draws for the ELBO estimate
 SVI_STEPS = 500 if SMOKE else 3_000
-torch.set_default_dtype(torch.float64)  # closed forms are checked to 1e-10: work in double precision
+torch.set_default_dtype(
+    torch.float64
+)  # closed forms are checked to 1e-10: work in double precision
 pyro.set_rng_seed(0)
 
 # %% [markdown]
 # ## The model and one observation
 
 # %%
-truth = LinearGaussian(weight=torch.tensor([[1.2], [-0.7]]), bias=torch.tensor([0.5, -0.3]), noise_scale=0.6)
+truth = LinearGaussian(
+    weight=torch.tensor([[1.2], [-0.7]]),
+    bias=torch.tensor([0.5, -0.3]),
+    noise_scale=0.6,
+)
 x = torch.tensor([[1.6, -1.2]])  # one observation, shape (N = 1, P = 2)
 log_px = truth.log_marginal(x)[0].item()
 post_mean, post_cov = truth.posterior(x)
@@ -111,20 +120,29 @@ q_loc, q_scale = mu + 0.5, 0.8 * sd
 def model(x):
     with pyro.plate("data", x.shape[0]):
         z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 1), 1.0).to_event(1))
-        pyro.sample("x", dist.Normal(z @ truth.weight.T + truth.bias, truth.noise_scale).to_event(1), obs=x)
+        pyro.sample(
+            "x",
+            dist.Normal(z @ truth.weight.T + truth.bias, truth.noise_scale).to_event(1),
+            obs=x,
+        )
 
 
 def fixed_guide(x):
     with pyro.plate("data", x.shape[0]):
-        pyro.sample("z", dist.Normal(torch.full((x.shape[0], 1), q_loc), q_scale).to_event(1))
+        pyro.sample(
+            "z", dist.Normal(torch.full((x.shape[0], 1), q_loc), q_scale).to_event(1)
+        )
 
 
 terms = marginal.log_weights(model, fixed_guide, NUM_DRAWS, x)[:, 0]
-mc, mc_se = terms.mean().item(), (terms.std() / NUM_DRAWS ** 0.5).item()
+mc, mc_se = terms.mean().item(), (terms.std() / NUM_DRAWS**0.5).item()
 exact = truth.elbo(x, torch.tensor([[q_loc]]), torch.tensor([[q_scale]]))[0].item()
-pyro_elbo = -Trace_ELBO(num_particles=NUM_DRAWS, vectorize_particles=True, max_plate_nesting=1).loss(
-    model, fixed_guide, x)
-print(f"ELBO closed form {exact:.4f};  Monte Carlo {mc:.4f} ± {mc_se:.4f};  Trace_ELBO {pyro_elbo:.4f}")
+pyro_elbo = -Trace_ELBO(
+    num_particles=NUM_DRAWS, vectorize_particles=True, max_plate_nesting=1
+).loss(model, fixed_guide, x)
+print(
+    f"ELBO closed form {exact:.4f};  Monte Carlo {mc:.4f} ± {mc_se:.4f};  Trace_ELBO {pyro_elbo:.4f}"
+)
 assert abs(mc - exact) < 4 * mc_se and abs(pyro_elbo - exact) < 4 * mc_se
 
 # %% [markdown]
@@ -162,9 +180,13 @@ table = {
     "KL(q || posterior)": truth.kl_to_posterior(xc, loc, scale),
 }
 for i, name in enumerate(candidates):
-    print(f"{name:14s} " + "  ".join(f"{k} {v[i].item():8.4f}" for k, v in table.items()))
+    print(
+        f"{name:14s} " + "  ".join(f"{k} {v[i].item():8.4f}" for k, v in table.items())
+    )
 kl_prior, kl_post = table["KL(q || prior)"], table["KL(q || posterior)"]
-assert kl_post[0].abs() < 1e-10 and abs(table["ELBO"][0].item() - log_px) < 1e-10  # tight at the posterior
+assert (
+    kl_post[0].abs() < 1e-10 and abs(table["ELBO"][0].item() - log_px) < 1e-10
+)  # tight at the posterior
 assert kl_prior[0] > 0.5  # ... where the KL to the prior is far from zero
 assert kl_prior[1].abs() < 1e-12 and kl_post[1] > 0.5  # and the reverse at the prior
 assert torch.allclose(table["ELBO"], table["E_q log p(x|z)"] - kl_prior, atol=1e-10)
@@ -179,25 +201,48 @@ def density(m, s):
 
 fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4.2))
 a.plot(zs.numpy(), density(0.0, 1.0), color="grey", linewidth=2, label="prior p(z)")
-a.plot(zs.numpy(), density(mu, sd), color="black", linewidth=2, label="posterior p(z|x)")
+a.plot(
+    zs.numpy(), density(mu, sd), color="black", linewidth=2, label="posterior p(z|x)"
+)
 for i, (name, (m, s)) in enumerate(list(candidates.items())[2:]):
-    a.plot(zs.numpy(), density(m, s), linestyle="--", color=f"C{i + 2}", label=f"q: {name}")
+    a.plot(
+        zs.numpy(), density(m, s), linestyle="--", color=f"C{i + 2}", label=f"q: {name}"
+    )
 a.set(xlabel="z", ylabel="density", title="prior, posterior and three imperfect q")
 a.legend(fontsize=8)
 names = list(candidates)
 ticks = torch.arange(len(names))
 b.axhline(log_px, color="black", label="log p(x) (exact)")
-b.bar(ticks.tolist(), (log_px - table["ELBO"]).tolist(), bottom=table["ELBO"].tolist(), color="C3", alpha=0.6,
-      label="gap = KL(q || posterior)")
+b.bar(
+    ticks.tolist(),
+    (log_px - table["ELBO"]).tolist(),
+    bottom=table["ELBO"].tolist(),
+    color="C3",
+    alpha=0.6,
+    label="gap = KL(q || posterior)",
+)
 b.plot(ticks.tolist(), table["ELBO"].tolist(), "o", color="C0", label="ELBO(q)")
 b.set_xticks(ticks.tolist(), names, fontsize=8)
-b.set(ylabel="nats", title="log p(x) = ELBO + KL(q || p(z|x))",
-      ylim=(table["ELBO"].min().item() - 0.6, log_px + 0.8))
+b.set(
+    ylabel="nats",
+    title="log p(x) = ELBO + KL(q || p(z|x))",
+    ylim=(table["ELBO"].min().item() - 0.6, log_px + 0.8),
+)
 b.legend(fontsize=8)
-c.bar((ticks - 0.2).tolist(), kl_prior.tolist(), width=0.4, color="C1",
-      label="KL(q || prior p(z)): inside the ELBO")
-c.bar((ticks + 0.2).tolist(), kl_post.tolist(), width=0.4, color="C3",
-      label="KL(q || posterior): the ELBO's gap")
+c.bar(
+    (ticks - 0.2).tolist(),
+    kl_prior.tolist(),
+    width=0.4,
+    color="C1",
+    label="KL(q || prior p(z)): inside the ELBO",
+)
+c.bar(
+    (ticks + 0.2).tolist(),
+    kl_post.tolist(),
+    width=0.4,
+    color="C3",
+    label="KL(q || posterior): the ELBO's gap",
+)
 c.set_xticks(ticks.tolist(), names, fontsize=8)
 c.set(ylabel="nats", title="the two KLs are different quantities")
 c.legend(fontsize=8)
@@ -220,13 +265,17 @@ plots.save(fig, FIGURES / "01_two_kls.png")
 m_axis = torch.linspace(-1.0, 2.5, 351)
 ls_axis = torch.linspace(-2.5, 0.8, 331)
 mm, ll = torch.meshgrid(m_axis, ls_axis, indexing="xy")
-surface = truth.elbo(x.expand(mm.numel(), 2), mm.reshape(-1, 1), ll.exp().reshape(-1, 1)).reshape(mm.shape)
+surface = truth.elbo(
+    x.expand(mm.numel(), 2), mm.reshape(-1, 1), ll.exp().reshape(-1, 1)
+).reshape(mm.shape)
 best = surface.argmax()
 best_m, best_ls = mm.reshape(-1)[best].item(), ll.reshape(-1)[best].item()
 step_m, step_ls = (m_axis[1] - m_axis[0]).item(), (ls_axis[1] - ls_axis[0]).item()
 log_sd = torch.tensor(sd).log().item()
-print(f"grid maximum at m = {best_m:.3f}, log s = {best_ls:.3f}; "
-      f"posterior mu = {mu:.3f}, log sd = {log_sd:.3f}")
+print(
+    f"grid maximum at m = {best_m:.3f}, log s = {best_ls:.3f}; "
+    f"posterior mu = {mu:.3f}, log sd = {log_sd:.3f}"
+)
 assert abs(best_m - mu) <= step_m and abs(best_ls - log_sd) <= step_ls
 assert surface.max().item() <= log_px + 1e-12
 
@@ -245,7 +294,9 @@ def guide(x):
     loc = pyro.param("loc", torch.tensor(-0.7))
     log_scale = pyro.param("log_scale", torch.tensor(1.8).log())
     with pyro.plate("data", x.shape[0]):
-        pyro.sample("z", dist.Normal(loc.expand(x.shape[0], 1), log_scale.exp()).to_event(1))
+        pyro.sample(
+            "z", dist.Normal(loc.expand(x.shape[0], 1), log_scale.exp()).to_event(1)
+        )
 
 
 pyro.clear_param_store()
@@ -256,23 +307,47 @@ for _ in range(SVI_STEPS):
     svi.step(x)
     path.append((pyro.param("loc").item(), pyro.param("log_scale").item()))
 path = torch.tensor(path)
-tail = path[-SVI_STEPS // 3:].mean(0)
-print(f"SVI, mean of the last third of {SVI_STEPS} steps: m = {tail[0]:.3f}, log s = {tail[1]:.3f}")
+tail = path[-SVI_STEPS // 3 :].mean(0)
+print(
+    f"SVI, mean of the last third of {SVI_STEPS} steps: m = {tail[0]:.3f}, log s = {tail[1]:.3f}"
+)
 assert abs(tail[0] - mu) < 0.1 and abs(tail[1] - log_sd) < 0.15
 
 # %%
 fig, ax = plt.subplots(figsize=(7.5, 5.6))
 levels = (log_px - torch.logspace(-2.5, 1.3, 14).flip(0)).tolist()
-filled = ax.contourf(m_axis.numpy(), ls_axis.numpy(), surface.clamp(min=levels[0]).numpy(),
-                     levels=[levels[0] - 1e-9] + levels[1:] + [log_px], cmap="viridis")
-fig.colorbar(filled, ax=ax, label="ELBO(m, log s)  [nats; levels log-spaced below the top]")
-ax.plot(path[:, 0].numpy(), path[:, 1].numpy(), color="magenta", linewidth=0.7, alpha=0.8,
-        label="SVI path (Trace_ELBO)")
+filled = ax.contourf(
+    m_axis.numpy(),
+    ls_axis.numpy(),
+    surface.clamp(min=levels[0]).numpy(),
+    levels=[levels[0] - 1e-9] + levels[1:] + [log_px],
+    cmap="viridis",
+)
+fig.colorbar(
+    filled, ax=ax, label="ELBO(m, log s)  [nats; levels log-spaced below the top]"
+)
+ax.plot(
+    path[:, 0].numpy(),
+    path[:, 1].numpy(),
+    color="magenta",
+    linewidth=0.7,
+    alpha=0.8,
+    label="SVI path (Trace_ELBO)",
+)
 ax.plot(*path[0].tolist(), "o", color="magenta", markersize=6, label="SVI start")
-ax.plot(mu, log_sd, "*", color="red", markersize=16,
-        label=f"exact posterior: ELBO = log p(x) = {log_px:.3f}")
+ax.plot(
+    mu,
+    log_sd,
+    "*",
+    color="red",
+    markersize=16,
+    label=f"exact posterior: ELBO = log p(x) = {log_px:.3f}",
+)
 ax.plot(0.0, 0.0, "s", color="orange", markersize=7, label="q = prior N(0, 1)")
-ax.set(xlabel="m (mean of q)", ylabel="log s (log standard deviation of q)",
-       title="the ELBO over q = N(m, s^2): its maximum is the posterior")
+ax.set(
+    xlabel="m (mean of q)",
+    ylabel="log s (log standard deviation of q)",
+    title="the ELBO over q = N(m, s^2): its maximum is the posterior",
+)
 ax.legend(fontsize=8, loc="lower right")
 plots.save(fig, FIGURES / "01_elbo_surface.png")

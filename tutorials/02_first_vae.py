@@ -59,10 +59,18 @@ pyro.set_rng_seed(0)
 # one half, so a Bernoulli likelihood fits them.
 
 # %%
-cfg = config.load(overrides={"train.epochs": EPOCHS, "train.device": "cpu", "objective.name": "meanfield"})
+cfg = config.load(
+    overrides={
+        "train.epochs": EPOCHS,
+        "train.device": "cpu",
+        "objective.name": "meanfield",
+    }
+)
 digits = data.load(cfg.data)
 x_train, x_test = digits.train, digits.test
-print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, values {x_train.unique().tolist()}")
+print(
+    f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, values {x_train.unique().tolist()}"
+)
 
 # %% [markdown]
 # ## Model and guide, written by hand
@@ -125,7 +133,9 @@ svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), loss=Trace_ELBO())
 history = []
 for epoch in range(EPOCHS):
     order = torch.randperm(len(x_train))
-    total = sum(svi.step(x_train[order[i: i + 100]]) for i in range(0, len(x_train), 100))
+    total = sum(
+        svi.step(x_train[order[i : i + 100]]) for i in range(0, len(x_train), 100)
+    )
     history.append(-total / len(x_train))
 test_elbo_hand = -svi.evaluate_loss(x_test) / len(x_test)
 print("hand-written VAE, train ELBO per epoch:", [round(h, 2) for h in history])
@@ -142,8 +152,10 @@ assert history[-1] > history[0], "SVI did not raise the ELBO"
 # %%
 net = vae.build(cfg, digits.data_dim)
 metrics = train.fit(net, digits, cfg)
-print(f"library VAE after {EPOCHS} epochs: test ELBO {metrics[-1]['test_elbo']:.2f} nats, "
-      f"KL {metrics[-1]['kl']:.2f}, reconstruction {metrics[-1]['reconstruction']:.2f}")
+print(
+    f"library VAE after {EPOCHS} epochs: test ELBO {metrics[-1]['test_elbo']:.2f} nats, "
+    f"KL {metrics[-1]['kl']:.2f}, reconstruction {metrics[-1]['reconstruction']:.2f}"
+)
 plots.training_curves(metrics, FIGURES / "02_training_curves.png")
 
 # %% [markdown]
@@ -195,21 +207,31 @@ def gradient_variance(elbo, guide_fn, repeats=REPEATS):
     grads = []
     for _ in range(repeats):
         loss = elbo.differentiable_loss(net.model, guide_fn, batch) / len(batch)
-        grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, encoder_params)]))
+        grads.append(
+            torch.cat([g.flatten() for g in torch.autograd.grad(loss, encoder_params)])
+        )
     g = torch.stack(grads)
     spread = ((g - g.mean(0)) ** 2).sum(1) * repeats / (repeats - 1)
-    return spread.mean().item(), spread.std().item() / repeats ** 0.5
+    return spread.mean().item(), spread.std().item() / repeats**0.5
 
 
 pyro.set_rng_seed(1)
 estimators = {
     "score function\n(Trace_ELBO)": (Trace_ELBO(), score_function_guide),
     "reparameterized\n(Trace_ELBO)": (Trace_ELBO(), net.guide),
-    "reparameterized\n+ analytic KL\n(TraceMeanField_ELBO)": (TraceMeanField_ELBO(), net.guide),
+    "reparameterized\n+ analytic KL\n(TraceMeanField_ELBO)": (
+        TraceMeanField_ELBO(),
+        net.guide,
+    ),
 }
-variance = {name: gradient_variance(elbo, guide_fn) for name, (elbo, guide_fn) in estimators.items()}
+variance = {
+    name: gradient_variance(elbo, guide_fn)
+    for name, (elbo, guide_fn) in estimators.items()
+}
 for name, (value, se) in variance.items():
-    print(f"{name.replace(chr(10), ' '):55s} gradient variance {value:10.3f} ± {se:.3f}")
+    print(
+        f"{name.replace(chr(10), ' '):55s} gradient variance {value:10.3f} ± {se:.3f}"
+    )
 
 # %% [markdown]
 # The check: the reparameterized gradient's variance is far below the score function's, and the
@@ -219,7 +241,9 @@ for name, (value, se) in variance.items():
 sf, rp, mf = variance.values()
 print(f"score function / reparameterized variance ratio: {sf[0] / rp[0]:.0f}")
 assert sf[0] - rp[0] > 4 * (sf[1] ** 2 + rp[1] ** 2) ** 0.5
-assert sf[0] > 10 * rp[0], "the reparameterization trick should cut the variance by more than 10x"
+assert (
+    sf[0] > 10 * rp[0]
+), "the reparameterization trick should cut the variance by more than 10x"
 
 # %% [markdown]
 # ## Trace_ELBO versus TraceMeanField_ELBO
@@ -234,15 +258,24 @@ assert sf[0] > 10 * rp[0], "the reparameterization trick should cut the variance
 
 # %%
 print(f"Trace_ELBO / TraceMeanField_ELBO variance ratio: {rp[0] / mf[0]:.2f}")
-assert rp[0] - mf[0] > 3 * (rp[1] ** 2 + mf[1] ** 2) ** 0.5, "meanfield should have lower gradient variance"
+assert (
+    rp[0] - mf[0] > 3 * (rp[1] ** 2 + mf[1] ** 2) ** 0.5
+), "meanfield should have lower gradient variance"
 
 fig, ax = plt.subplots(figsize=(6.4, 3.6))
 names = list(variance)
-ax.bar(names, [v for v, _ in variance.values()], yerr=[2 * s for _, s in variance.values()],
-       color=["C3", "C0", "C2"], capsize=4)
+ax.bar(
+    names,
+    [v for v, _ in variance.values()],
+    yerr=[2 * s for _, s in variance.values()],
+    color=["C3", "C0", "C2"],
+    capsize=4,
+)
 ax.set_yscale("log")
-ax.set(ylabel="total gradient variance (log scale)",
-       title="variance of the encoder's ELBO gradient (±2 SE)\none batch of 100 test digits, trained VAE")
+ax.set(
+    ylabel="total gradient variance (log scale)",
+    title="variance of the encoder's ELBO gradient (±2 SE)\none batch of 100 test digits, trained VAE",
+)
 ax.tick_params(axis="x", labelsize=8)
 plots.save(fig, FIGURES / "02_gradient_variance.png")
 
@@ -258,9 +291,13 @@ plots.save(fig, FIGURES / "02_gradient_variance.png")
 pyro.set_rng_seed(2)
 shown = x_test[:12]
 plots.image_grid(
-    [("test digits", shown), ("reconstructions", net.reconstruct(shown)),
-     ("samples from p(z)", net.sample(12))],
-    digits.image_shape, FIGURES / "02_reconstructions_and_samples.png",
+    [
+        ("test digits", shown),
+        ("reconstructions", net.reconstruct(shown)),
+        ("samples from p(z)", net.sample(12)),
+    ],
+    digits.image_shape,
+    FIGURES / "02_reconstructions_and_samples.png",
 )
 
 # %% [markdown]

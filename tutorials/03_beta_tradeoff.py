@@ -69,7 +69,12 @@ x_test = digits.test
 
 
 def run(label, **overrides):
-    settings = {"train.epochs": EPOCHS, "train.device": "cpu", "objective.name": "meanfield", **overrides}
+    settings = {
+        "train.epochs": EPOCHS,
+        "train.device": "cpu",
+        "objective.name": "meanfield",
+        **overrides,
+    }
     cfg = config.load(overrides=settings)
     pyro.set_rng_seed(0)
     net = vae.build(cfg, digits.data_dim)
@@ -77,12 +82,17 @@ def run(label, **overrides):
     pyro.set_rng_seed(1)
     terms = diagnostics.elbo_terms(net, x_test, num_samples=10)
     result = {
-        "label": label, "net": net, "metrics": metrics, **diagnostics.rate_distortion(terms),
+        "label": label,
+        "net": net,
+        "metrics": metrics,
+        **diagnostics.rate_distortion(terms),
         "kl_per_dim": diagnostics.kl_per_dimension(net, x_test),
         "active": diagnostics.active_units(net, x_test)["active_units"],
     }
-    print(f"{label:28s} rate {result['rate']:6.2f}  distortion {result['distortion']:6.2f}  "
-          f"active units {result['active']:2d}/10")
+    print(
+        f"{label:28s} rate {result['rate']:6.2f}  distortion {result['distortion']:6.2f}  "
+        f"active units {result['active']:2d}/10"
+    )
     return result
 
 
@@ -106,7 +116,9 @@ distortions = [r["distortion"] for r in sweep]
 points = list(zip(BETAS, rates, distortions))
 for (b0, r0, d0), (b1, r1, d1) in zip(points, points[1:]):
     assert r1 < r0 + 0.1, f"rate rose from beta {b0} to {b1}: {r0:.2f} -> {r1:.2f}"
-    assert d1 > d0 - 0.1, f"distortion fell from beta {b0} to {b1}: {d0:.2f} -> {d1:.2f}"
+    assert (
+        d1 > d0 - 0.1
+    ), f"distortion fell from beta {b0} to {b1}: {d0:.2f} -> {d1:.2f}"
 assert rates[-1] < rates[0] - 1 and distortions[-1] > distortions[0] + 1
 
 # %% [markdown]
@@ -120,7 +132,9 @@ assert rates[-1] < rates[0] - 1 and distortions[-1] > distortions[0] + 1
 # %%
 active = [r["active"] for r in sweep]
 print("active units by beta:", dict(zip(BETAS, active)))
-assert all(a1 <= a0 for a0, a1 in zip(active, active[1:])), f"active units rose with beta: {active}"
+assert all(
+    a1 <= a0 for a0, a1 in zip(active, active[1:])
+), f"active units rose with beta: {active}"
 assert active[-1] < active[0]
 
 # %% [markdown]
@@ -131,12 +145,14 @@ assert active[-1] < active[0]
 # %%
 pyro.set_rng_seed(2)
 shown = x_test[:12]
-rows = [("test digits", shown)] + [(r["label"], r["net"].reconstruct(shown)) for r in sweep]
+rows = [("test digits", shown)] + [
+    (r["label"], r["net"].reconstruct(shown)) for r in sweep
+]
 fig, axes = plt.subplots(len(rows), 1, figsize=(9, 0.85 * len(rows)))
 for ax, (label, images) in zip(axes, rows):
     strip = torch.ones(8, 12 * 9 - 1)  # twelve 8x8 images with a one-pixel white gap
     for i, image in enumerate(images):
-        strip[:, 9 * i: 9 * i + 8] = image.reshape(8, 8)
+        strip[:, 9 * i : 9 * i + 8] = image.reshape(8, 8)
     ax.imshow(strip.numpy(), cmap="gray", vmin=0, vmax=1)
     ax.set(xticks=[], yticks=[])
     ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
@@ -154,8 +170,10 @@ plots.save(fig, FIGURES / "03_reconstructions_by_beta.png")
 # and decoder first learn to use the code, then pay for it.
 
 # %%
-warmup = run(f"beta = {COLLAPSED_BETA:g}, KL warm-up", **{
-    "train.beta": COLLAPSED_BETA, "train.kl_warmup_epochs": EPOCHS // 2})
+warmup = run(
+    f"beta = {COLLAPSED_BETA:g}, KL warm-up",
+    **{"train.beta": COLLAPSED_BETA, "train.kl_warmup_epochs": EPOCHS // 2},
+)
 
 # %% [markdown]
 # ## Remedy 2: free bits
@@ -188,10 +206,14 @@ class FreeBitsELBO(pyro.infer.Trace_ELBO):
 
     def differentiable_loss(self, model, guide, x, kl_weight=1.0):
         guide_trace = poutine.trace(guide).get_trace(x, kl_weight)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, kl_weight)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            x, kl_weight
+        )
         q, p = guide_trace.nodes[vae.LATENT]["fn"], model_trace.nodes[vae.LATENT]["fn"]
         reconstruction = model_trace.nodes[vae.OBSERVED]["fn"].log_prob(x).sum()
-        kl_per_dim = kl_divergence(q.base_dist, p.base_dist).mean(0)  # batch average, one per dimension
+        kl_per_dim = kl_divergence(q.base_dist, p.base_dist).mean(
+            0
+        )  # batch average, one per dimension
         kl = x.shape[0] * kl_per_dim.clamp(min=self.nats).sum()
         return -(reconstruction - kl_weight * kl)
 
@@ -206,23 +228,37 @@ class FreeBitsELBO(pyro.infer.Trace_ELBO):
 
 
 if "free_bits" not in OBJECTIVES:  # (re-running this cell must not register it twice)
+
     @OBJECTIVES.register("free_bits")
     def free_bits(context, nats: float = 0.5):
         """Free bits (Kingma et al. 2016): the first ``nats`` of KL per latent dimension are free."""
         return FreeBitsELBO(nats)
 
-freebits = run(f"beta = {COLLAPSED_BETA:g}, free bits {FREE_NATS:g}", **{
-    "train.beta": COLLAPSED_BETA, "objective.name": "free_bits", "objective.nats": FREE_NATS})
+
+freebits = run(
+    f"beta = {COLLAPSED_BETA:g}, free bits {FREE_NATS:g}",
+    **{
+        "train.beta": COLLAPSED_BETA,
+        "objective.name": "free_bits",
+        "objective.nats": FREE_NATS,
+    },
+)
 
 # %% [markdown]
 # The check: at the same β, both remedies end with more active units than the plain run.
 
 # %%
 collapsed = sweep[BETAS.index(COLLAPSED_BETA)]
-print(f"active units at beta {COLLAPSED_BETA:g}: plain {collapsed['active']}, warm-up {warmup['active']}, "
-      f"free bits {freebits['active']}")
-assert freebits["active"] > collapsed["active"], "free bits should keep more latent dimensions in use"
-assert warmup["active"] > collapsed["active"], "KL warm-up should keep more latent dimensions in use"
+print(
+    f"active units at beta {COLLAPSED_BETA:g}: plain {collapsed['active']}, warm-up {warmup['active']}, "
+    f"free bits {freebits['active']}"
+)
+assert (
+    freebits["active"] > collapsed["active"]
+), "free bits should keep more latent dimensions in use"
+assert (
+    warmup["active"] > collapsed["active"]
+), "KL warm-up should keep more latent dimensions in use"
 
 # %% [markdown]
 # ## The figures
@@ -238,31 +274,58 @@ runs = sweep + [warmup, freebits]
 fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.2))
 a.plot(rates, distortions, "o-", color="C0", label="β sweep")
 for r in sweep:
-    a.annotate(f"β={r['label'].split('= ')[1]}", (r["rate"], r["distortion"]), textcoords="offset points",
-               xytext=(5, 4), fontsize=8)
+    a.annotate(
+        f"β={r['label'].split('= ')[1]}",
+        (r["rate"], r["distortion"]),
+        textcoords="offset points",
+        xytext=(5, 4),
+        fontsize=8,
+    )
 a.plot(warmup["rate"], warmup["distortion"], "s", color="C1", label=warmup["label"])
-a.plot(freebits["rate"], freebits["distortion"], "^", color="C2", label=freebits["label"])
+a.plot(
+    freebits["rate"], freebits["distortion"], "^", color="C2", label=freebits["label"]
+)
 all_rates, all_distortions = [r["rate"] for r in runs], [r["distortion"] for r in runs]
 totals = [d + r for d, r in zip(all_distortions, all_rates)]
 for level in torch.linspace(min(totals), max(totals) + 2, 5).tolist():
     a.plot([0, level], [level, 0], color="grey", linewidth=0.6, linestyle="--")
-a.set(xlim=(-0.3, max(all_rates) * 1.1 + 0.3), ylim=(min(all_distortions) - 1, max(all_distortions) + 1),
-      xlabel="rate R = KL(q(z|x) || p(z))  [nats]", ylabel="distortion D = -E_q log p(x|z)  [nats]",
-      title="rate-distortion on test digits")
+a.set(
+    xlim=(-0.3, max(all_rates) * 1.1 + 0.3),
+    ylim=(min(all_distortions) - 1, max(all_distortions) + 1),
+    xlabel="rate R = KL(q(z|x) || p(z))  [nats]",
+    ylabel="distortion D = -E_q log p(x|z)  [nats]",
+    title="rate-distortion on test digits",
+)
 a.legend(fontsize=8)
 width = 0.8 / len(runs)
 for i, r in enumerate(runs):
     kl = torch.sort(r["kl_per_dim"], descending=True).values
-    b.bar((torch.arange(len(kl)) + i * width - 0.4 + width / 2).tolist(), kl.tolist(), width=width,
-          label=f"{r['label']} ({r['active']} active)")
+    b.bar(
+        (torch.arange(len(kl)) + i * width - 0.4 + width / 2).tolist(),
+        kl.tolist(),
+        width=width,
+        label=f"{r['label']} ({r['active']} active)",
+    )
 b.axhline(FREE_NATS, color="grey", linewidth=0.6, linestyle=":")
-b.set(xlabel="latent dimension (sorted by KL)", ylabel="KL per dimension [nats]",
-      title="which dimensions carry information")
+b.set(
+    xlabel="latent dimension (sorted by KL)",
+    ylabel="KL per dimension [nats]",
+    title="which dimensions carry information",
+)
 b.set_ylim(0, 1.45 * max(r["kl_per_dim"].max().item() for r in runs))
 b.legend(fontsize=7, ncol=2, loc="upper right")
 for r, style in [(collapsed, "-"), (warmup, "--"), (freebits, ":")]:
-    c.plot([m["epoch"] for m in r["metrics"]], [m["kl"] for m in r["metrics"]], style, label=r["label"])
-c.set(xlabel="epoch", ylabel="test KL (rate) [nats, log scale]", yscale="log",
-      title=f"training at β = {COLLAPSED_BETA:g}")
+    c.plot(
+        [m["epoch"] for m in r["metrics"]],
+        [m["kl"] for m in r["metrics"]],
+        style,
+        label=r["label"],
+    )
+c.set(
+    xlabel="epoch",
+    ylabel="test KL (rate) [nats, log scale]",
+    yscale="log",
+    title=f"training at β = {COLLAPSED_BETA:g}",
+)
 c.legend(fontsize=8)
 plots.save(fig, FIGURES / "03_rate_distortion_and_collapse.png")

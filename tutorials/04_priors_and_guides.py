@@ -43,7 +43,15 @@ import pyro  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from pyro_vae import config, data, diagnostics, marginal, plots, train, vae  # noqa: E402
+from pyro_vae import (  # noqa: E402
+    config,
+    data,
+    diagnostics,
+    marginal,
+    plots,
+    train,
+    vae,
+)
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
@@ -68,8 +76,13 @@ x_train, x_test = digits.train, digits.test
 
 
 def overrides(prior, guide):
-    settings = {"train.epochs": EPOCHS, "train.device": "cpu", "model.latent_dim": 2,
-                "prior.name": prior, "guide.name": guide}
+    settings = {
+        "train.epochs": EPOCHS,
+        "train.device": "cpu",
+        "model.latent_dim": 2,
+        "prior.name": prior,
+        "guide.name": guide,
+    }
     if prior == "vamp":
         settings["prior.num_pseudo"] = 50
     return settings
@@ -83,14 +96,24 @@ for prior in PRIORS:
         net = vae.build(cfg, digits.data_dim)
         metrics = train.fit(net, digits, cfg)
         pyro.set_rng_seed(1)
-        estimate = marginal.log_marginal_likelihood(net.model, net.guide, x_test, num_samples=NUM_SAMPLES)
-        elbo = diagnostics.elbo_terms(net, x_test)["elbo"]  # one guide draw per test image
-        runs[prior, guide] = {"net": net, "elbo": elbo, "log_p": estimate.log_marginal,
-                              "is_se": estimate.stderr.pow(2).sum().sqrt().item() / len(x_test)}
+        estimate = marginal.log_marginal_likelihood(
+            net.model, net.guide, x_test, num_samples=NUM_SAMPLES
+        )
+        elbo = diagnostics.elbo_terms(net, x_test)[
+            "elbo"
+        ]  # one guide draw per test image
+        runs[prior, guide] = {
+            "net": net,
+            "elbo": elbo,
+            "log_p": estimate.log_marginal,
+            "is_se": estimate.stderr.pow(2).sum().sqrt().item() / len(x_test),
+        }
         r = runs[prior, guide]
-        print(f"{prior:16s} {guide:10s} test ELBO {elbo.mean():7.2f}   "
-              f"test log p(x) {r['log_p'].mean():7.2f} "
-              f"(importance-sampling SE {r['is_se']:.3f})")
+        print(
+            f"{prior:16s} {guide:10s} test ELBO {elbo.mean():7.2f}   "
+            f"test log p(x) {r['log_p'].mean():7.2f} "
+            f"(importance-sampling SE {r['is_se']:.3f})"
+        )
 
 # %% [markdown]
 # ## Check 1: every pair trains, and the bound holds
@@ -105,13 +128,20 @@ for prior in PRIORS:
 def paired(a, b):
     """Mean of a - b over test images, and its standard error."""
     difference = a - b
-    return difference.mean().item(), (difference.std() / math.sqrt(len(difference))).item()
+    return (
+        difference.mean().item(),
+        (difference.std() / math.sqrt(len(difference))).item(),
+    )
 
 
 for (prior, guide), r in runs.items():
-    assert torch.isfinite(r["elbo"]).all() and torch.isfinite(r["log_p"]).all(), f"{prior} x {guide} failed"
+    assert (
+        torch.isfinite(r["elbo"]).all() and torch.isfinite(r["log_p"]).all()
+    ), f"{prior} x {guide} failed"
     gap, se = paired(r["log_p"], r["elbo"])
-    assert gap > -3 * se, f"{prior} x {guide}: log p(x) below the ELBO by {-gap:.3f} (SE {se:.3f})"
+    assert (
+        gap > -3 * se
+    ), f"{prior} x {guide}: log p(x) below the ELBO by {-gap:.3f} (SE {se:.3f})"
 
 # %% [markdown]
 # ## Check 2: a richer pair is not worse than the baseline
@@ -128,7 +158,9 @@ for (prior, guide), r in runs.items():
 mean, se = paired(runs[RICHER]["log_p"], runs[BASELINE]["log_p"])
 print(f"log p(x) of {RICHER} minus {BASELINE}: {mean:+.3f} ± {se:.3f} nats per image")
 if not SMOKE:
-    assert mean > -3 * se, "the richer prior and guide should not be worse than the baseline"
+    assert (
+        mean > -3 * se
+    ), "the richer prior and guide should not be worse than the baseline"
 
 # %% [markdown]
 # ## The latent space, pair by pair
@@ -145,19 +177,42 @@ if not SMOKE:
 span = 4.0
 axis = torch.linspace(-span, span, 61 if SMOKE else 161)
 grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
-fig, axes = plt.subplots(len(PRIORS), len(GUIDES), figsize=(12.5, 11), constrained_layout=True)
+fig, axes = plt.subplots(
+    len(PRIORS), len(GUIDES), figsize=(12.5, 11), constrained_layout=True
+)
 for (prior, guide), r in runs.items():
     ax = axes[PRIORS.index(prior)][GUIDES.index(guide)]
     codes = diagnostics.posterior_means(r["net"], x_test)
-    reach = max(span, 1.1 * codes.abs().max().item())  # a pair whose codes stray far gets a wider view
+    reach = max(
+        span, 1.1 * codes.abs().max().item()
+    )  # a pair whose codes stray far gets a wider view
     view = torch.linspace(-reach, reach, 121)
     with torch.no_grad():
-        points = torch.stack(torch.meshgrid(view, view, indexing="xy"), -1).reshape(-1, 2)
+        points = torch.stack(torch.meshgrid(view, view, indexing="xy"), -1).reshape(
+            -1, 2
+        )
         density = r["net"].prior().log_prob(points).exp().reshape(len(view), len(view))
-    ax.contour(view.numpy(), view.numpy(), density.numpy(), levels=6, colors="grey", linewidths=0.7)
-    dots = ax.scatter(codes[:, 0].numpy(), codes[:, 1].numpy(), c=digits.test_labels.numpy(), cmap="tab10",
-                      s=7, vmin=-0.5, vmax=9.5)
-    ax.set_title(f"{prior} prior, {guide} guide\ntest log p(x) = {r['log_p'].mean():.2f}", fontsize=9)
+    ax.contour(
+        view.numpy(),
+        view.numpy(),
+        density.numpy(),
+        levels=6,
+        colors="grey",
+        linewidths=0.7,
+    )
+    dots = ax.scatter(
+        codes[:, 0].numpy(),
+        codes[:, 1].numpy(),
+        c=digits.test_labels.numpy(),
+        cmap="tab10",
+        s=7,
+        vmin=-0.5,
+        vmax=9.5,
+    )
+    ax.set_title(
+        f"{prior} prior, {guide} guide\ntest log p(x) = {r['log_p'].mean():.2f}",
+        fontsize=9,
+    )
     ax.set(xlim=(-reach, reach), ylim=(-reach, reach), aspect="equal")
 fig.colorbar(dots, ax=axes, ticks=range(10), label="digit label", shrink=0.6)
 fig.savefig(FIGURES / "04_latent_by_prior_and_guide.png", dpi=90)
@@ -185,7 +240,11 @@ def log_ratio(net, z):
         q = net.encoder(x_train).base_dist
         log_q = torch.full((len(z),), -math.inf)
         for rows in torch.split(torch.arange(len(x_train)), 250):
-            parts = torch.distributions.Normal(q.loc[rows, None], q.scale[rows, None]).log_prob(z).sum(-1)
+            parts = (
+                torch.distributions.Normal(q.loc[rows, None], q.scale[rows, None])
+                .log_prob(z)
+                .sum(-1)
+            )
             log_q = torch.logaddexp(log_q, torch.logsumexp(parts, 0))
         return log_q - math.log(len(x_train)) - net.prior().log_prob(z)
 
@@ -203,7 +262,9 @@ for prior in PRIORS:
     with torch.no_grad():
         draws = net.prior().sample((PRIOR_DRAWS,))
     hole_mass[prior] = fraction_in_holes(net, draws)
-    print(f"{prior:16s} prior mass in holes {hole_mass[prior][0]:.4f} ± {hole_mass[prior][1]:.4f}")
+    print(
+        f"{prior:16s} prior mass in holes {hole_mass[prior][0]:.4f} ± {hole_mass[prior][1]:.4f}"
+    )
 
 # %% [markdown]
 # Held-out digits, by contrast, are encoded where training digits were: the fraction of test codes
@@ -213,11 +274,17 @@ for prior in PRIORS:
 
 # %%
 baseline_net = runs[BASELINE]["net"]
-test_in_holes = fraction_in_holes(baseline_net, diagnostics.posterior_means(baseline_net, x_test))
+test_in_holes = fraction_in_holes(
+    baseline_net, diagnostics.posterior_means(baseline_net, x_test)
+)
 prior_in_holes = hole_mass["standard_normal"]
-print(f"standard-normal prior: a prior draw lands in a hole with probability {prior_in_holes[0]:.3f}; "
-      f"a test digit's code with frequency {test_in_holes[0]:.3f}")
-assert prior_in_holes[0] - test_in_holes[0] > 3 * math.hypot(prior_in_holes[1], test_in_holes[1])
+print(
+    f"standard-normal prior: a prior draw lands in a hole with probability {prior_in_holes[0]:.3f}; "
+    f"a test digit's code with frequency {test_in_holes[0]:.3f}"
+)
+assert prior_in_holes[0] - test_in_holes[0] > 3 * math.hypot(
+    prior_in_holes[1], test_in_holes[1]
+)
 
 # %% [markdown]
 # ## Check 3: learned priors leave fewer holes
@@ -229,8 +296,13 @@ assert prior_in_holes[0] - test_in_holes[0] > 3 * math.hypot(prior_in_holes[1], 
 # %%
 if not SMOKE:
     for prior in ("mixture", "vamp"):
-        (fixed, se_fixed), (learned, se_learned) = hole_mass["standard_normal"], hole_mass[prior]
-        assert fixed - learned > 3 * math.hypot(se_fixed, se_learned), f"{prior} leaves as many holes"
+        (fixed, se_fixed), (learned, se_learned) = (
+            hole_mass["standard_normal"],
+            hole_mass[prior],
+        )
+        assert fixed - learned > 3 * math.hypot(
+            se_fixed, se_learned
+        ), f"{prior} leaves as many holes"
 
 # %% [markdown]
 # ## What the holes look like
@@ -250,24 +322,44 @@ for row, prior in enumerate(["standard_normal", "vamp"]):
     net = runs[prior, "diagonal"]["net"]
     ax = axes[row][0]
     a, ratio = axis.numpy(), log_ratio(net, grid).reshape(len(axis), len(axis)).numpy()
-    shade = ax.contourf(a, a, ratio.clip(-4, 4), levels=torch.linspace(-4, 4, 17).tolist(), cmap="RdBu")
+    shade = ax.contourf(
+        a, a, ratio.clip(-4, 4), levels=torch.linspace(-4, 4, 17).tolist(), cmap="RdBu"
+    )
     ax.contourf(a, a, ratio, levels=[-1e9, -1], colors="none", hatches=["////"])
     ax.contour(a, a, ratio, levels=[-1], colors="darkred", linewidths=0.8)
     codes = diagnostics.posterior_means(net, x_test)
     ax.scatter(codes[:, 0].numpy(), codes[:, 1].numpy(), c="black", s=3)
     fig.colorbar(shade, ax=ax, label="log q(z) - log p(z)")
-    ax.set(xlim=(-span, span), ylim=(-span, span), xlabel="z1", ylabel="z2",
-           title=f"{prior} prior: prior mass in holes {hole_mass[prior][0]:.3f}")
+    ax.set(
+        xlim=(-span, span),
+        ylim=(-span, span),
+        xlabel="z1",
+        ylabel="z2",
+        title=f"{prior} prior: prior mass in holes {hole_mass[prior][0]:.3f}",
+    )
     with torch.no_grad():
         images = net.likelihood.mean(net.decoder(zs)).reshape(12, 12, 8, 8)
     mosaic = torch.ones(12 * 9 - 1, 12 * 9 - 1)  # a one-pixel white gap between cells
     for i in range(12):
         for j in range(12):
-            mosaic[9 * i: 9 * i + 8, 9 * j: 9 * j + 8] = images[i, j]
+            mosaic[9 * i : 9 * i + 8, 9 * j : 9 * j + 8] = images[i, j]
     ax = axes[row][1]
     ax.imshow(mosaic.numpy(), cmap="gray", vmin=0, vmax=1)
     holes = (log_ratio(net, zs) < -1).reshape(12, 12)
     for i, j in holes.nonzero().tolist():
-        ax.add_patch(Rectangle((j * 9 - 0.5, i * 9 - 0.5), 9, 9, fill=False, edgecolor="red", linewidth=1.5))
-    ax.set(title=f"{prior} prior: decoded grid, z in [-3, 3]^2 (red: holes)", xticks=[], yticks=[])
+        ax.add_patch(
+            Rectangle(
+                (j * 9 - 0.5, i * 9 - 0.5),
+                9,
+                9,
+                fill=False,
+                edgecolor="red",
+                linewidth=1.5,
+            )
+        )
+    ax.set(
+        title=f"{prior} prior: decoded grid, z in [-3, 3]^2 (red: holes)",
+        xticks=[],
+        yticks=[],
+    )
 plots.save(fig, FIGURES / "04_holes.png")

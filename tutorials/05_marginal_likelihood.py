@@ -75,14 +75,22 @@ x = truth.sample(NUM_POINTS, generator=g)
 exact = truth.log_marginal(x)
 post_mean, post_cov = truth.posterior(x)
 correlation = (post_cov[0, 1] / post_cov.diagonal().prod().sqrt()).item()
-print(f"{NUM_POINTS} points; mean exact log p(x) = {exact.mean():.4f}; "
-      f"posterior correlation {correlation:.2f}")
+print(
+    f"{NUM_POINTS} points; mean exact log p(x) = {exact.mean():.4f}; "
+    f"posterior correlation {correlation:.2f}"
+)
 
 
 def model(x):
     with pyro.plate("data", x.shape[0]):
-        z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2, dtype=x.dtype), 1.0).to_event(1))
-        pyro.sample("x", dist.Normal(z @ truth.weight.T + truth.bias, truth.noise_scale).to_event(1), obs=x)
+        z = pyro.sample(
+            "z", dist.Normal(torch.zeros(x.shape[0], 2, dtype=x.dtype), 1.0).to_event(1)
+        )
+        pyro.sample(
+            "x",
+            dist.Normal(z @ truth.weight.T + truth.bias, truth.noise_scale).to_event(1),
+            obs=x,
+        )
 
 
 # %% [markdown]
@@ -114,6 +122,7 @@ def make_guide(kind):
             q = dist.Normal(mean + 0.5 * marginal_sd, 1.5 * marginal_sd).to_event(1)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", q)
+
     return guide
 
 
@@ -127,8 +136,10 @@ guides = {kind: make_guide(kind) for kind in ("exact", "mean field", "wide")}
 
 # %%
 perfect = marginal.log_marginal_likelihood(model, guides["exact"], x, num_samples=100)
-print(f"exact guide: max |estimate - log p(x)| = {(perfect.log_marginal - exact).abs().max():.2e}, "
-      f"ESS = {perfect.ess.min():.2f} .. {perfect.ess.max():.2f} of K = 100")
+print(
+    f"exact guide: max |estimate - log p(x)| = {(perfect.log_marginal - exact).abs().max():.2e}, "
+    f"ESS = {perfect.ess.min():.2f} .. {perfect.ess.max():.2f} of K = 100"
+)
 assert torch.allclose(perfect.log_marginal, exact, atol=1e-8)
 assert torch.allclose(perfect.ess, torch.full_like(perfect.ess, 100.0))
 
@@ -145,21 +156,32 @@ assert torch.allclose(perfect.ess, torch.full_like(perfect.ess, 100.0))
 def ladder(model, guide, x, budget, ks, chunk=50_000):
     """K -> (mean over data and replicates of IWAE_K, its Monte Carlo standard error)."""
     per_call = max(1, chunk // len(x))
-    log_w = torch.cat([marginal.log_weights(model, guide, min(per_call, budget - start), x)
-                       for start in range(0, budget, per_call)]).double()
+    log_w = torch.cat(
+        [
+            marginal.log_weights(model, guide, min(per_call, budget - start), x)
+            for start in range(0, budget, per_call)
+        ]
+    ).double()
     out = {}
     for k in ks:
-        reps = torch.logsumexp(log_w[: budget // k * k].reshape(budget // k, k, -1), 1) - math.log(k)
+        reps = torch.logsumexp(
+            log_w[: budget // k * k].reshape(budget // k, k, -1), 1
+        ) - math.log(k)
         se = reps.var(0).sum().sqrt() / (len(x) * math.sqrt(reps.shape[0]))
         out[k] = (reps.mean().item(), se.item())
     return out
 
 
 KS = [1, 4, 16, 64] if SMOKE else [1, 10, 100, 1000, 5000]
-ladders = {kind: ladder(model, guides[kind], x, BUDGET, [k for k in KS if BUDGET // k >= 2])
-           for kind in ("mean field", "wide")}
+ladders = {
+    kind: ladder(model, guides[kind], x, BUDGET, [k for k in KS if BUDGET // k >= 2])
+    for kind in ("mean field", "wide")
+}
 for kind, rungs in ladders.items():
-    print(f"{kind:10s} " + "  ".join(f"IWAE_{k} {v:.4f}±{se:.4f}" for k, (v, se) in rungs.items()))
+    print(
+        f"{kind:10s} "
+        + "  ".join(f"IWAE_{k} {v:.4f}±{se:.4f}" for k, (v, se) in rungs.items())
+    )
 print(f"{'exact':10s} log p(x) {exact.mean():.4f}")
 
 # %% [markdown]
@@ -179,7 +201,9 @@ for kind, rungs in ladders.items():
     for v, s in values:
         assert v < truth_mean + 3 * s, f"{kind}: IWAE above log p(x)"
 elbo_mf, elbo_se = ladders["mean field"][1]
-assert elbo_mf < truth_mean - 3 * elbo_se, "mean field's ELBO should be strictly below log p(x)"
+assert (
+    elbo_mf < truth_mean - 3 * elbo_se
+), "mean field's ELBO should be strictly below log p(x)"
 
 # %% [markdown]
 # ## Check 3: when is the standard error to be trusted?
@@ -201,12 +225,16 @@ assert elbo_mf < truth_mean - 3 * elbo_se, "mean field's ELBO should be strictly
 
 # %%
 precision = torch.linalg.inv(post_cov)
-proposal_precisions = {"mean field": torch.diag(precision_diag),
-                       "wide": torch.diag(1 / (1.5 * marginal_sd) ** 2)}
+proposal_precisions = {
+    "mean field": torch.diag(precision_diag),
+    "wide": torch.diag(1 / (1.5 * marginal_sd) ** 2),
+}
 for kind, q_precision in proposal_precisions.items():
     smallest = torch.linalg.eigvalsh(2 * precision - q_precision).min().item()
-    print(f"{kind:10s} smallest eigenvalue of 2 Lambda - Lambda_q: {smallest:+.3f} "
-          f"({'finite' if smallest > 0 else 'INFINITE'} weight variance)")
+    print(
+        f"{kind:10s} smallest eigenvalue of 2 Lambda - Lambda_q: {smallest:+.3f} "
+        f"({'finite' if smallest > 0 else 'INFINITE'} weight variance)"
+    )
     assert (smallest > 0) == (kind == "wide")
 
 # %% [markdown]
@@ -229,35 +257,68 @@ for kind in ("mean field", "wide"):
     mean_se = est.stderr.pow(2).sum().sqrt().item() / len(x)
     error = (est.log_marginal.mean() - exact.mean()).item()
     within = ((est.log_marginal - exact).abs() < 4 * est.stderr).double().mean().item()
-    print(f"{kind:10s} K={K}: error of the mean {error:+.5f} = {error / mean_se:+.1f} SE (SE {mean_se:.5f}); "
-          f"mean ESS {est.ess.mean():.1f}; {100 * within:.0f}% of points within 4 SE")
+    print(
+        f"{kind:10s} K={K}: error of the mean {error:+.5f} = {error / mean_se:+.1f} SE (SE {mean_se:.5f}); "
+        f"mean ESS {est.ess.mean():.1f}; {100 * within:.0f}% of points within 4 SE"
+    )
     if kind == "wide":
-        assert abs(error) < 4 * mean_se, "importance-sampled log p(x) is off by more than 4 SE"
+        assert (
+            abs(error) < 4 * mean_se
+        ), "importance-sampled log p(x) is off by more than 4 SE"
         assert within >= 0.95
 
 # %%
 fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
 for color, (kind, rungs) in zip(["C0", "C3"], ladders.items()):
     ks, values = list(rungs), [v for v, _ in rungs.values()]
-    a.errorbar(ks, values, yerr=[2 * s for _, s in rungs.values()], marker="o", capsize=3, color=color,
-               label=f"IWAE_K, {kind} proposal (±2 SE)")
+    a.errorbar(
+        ks,
+        values,
+        yerr=[2 * s for _, s in rungs.values()],
+        marker="o",
+        capsize=3,
+        color=color,
+        label=f"IWAE_K, {kind} proposal (±2 SE)",
+    )
 a.axhline(truth_mean, color="black", label="exact log p(x)")
 a.set_xscale("log")
-bottom = ladders["mean field"][1][0] - 0.3  # zoom on the approach; mark rungs below the view
+bottom = (
+    ladders["mean field"][1][0] - 0.3
+)  # zoom on the approach; mark rungs below the view
 for color, rungs in zip(["C0", "C3"], ladders.values()):
     for k, (v, _) in rungs.items():
         if v < bottom:
-            a.annotate(f"IWAE_{k} = {v:.2f} (off scale)", (k, bottom), xytext=(6, 8),
-                       textcoords="offset points", color=color, fontsize=8,
-                       arrowprops={"arrowstyle": "->", "color": color})
-a.set(xlabel="K (importance samples)", ylabel="mean over data points [nats]", ylim=(bottom, truth_mean + 0.1),
-      title="linear-Gaussian: ELBO = IWAE_1 <= IWAE_K <= log p(x)")
+            a.annotate(
+                f"IWAE_{k} = {v:.2f} (off scale)",
+                (k, bottom),
+                xytext=(6, 8),
+                textcoords="offset points",
+                color=color,
+                fontsize=8,
+                arrowprops={"arrowstyle": "->", "color": color},
+            )
+a.set(
+    xlabel="K (importance samples)",
+    ylabel="mean over data points [nats]",
+    ylim=(bottom, truth_mean + 0.1),
+    title="linear-Gaussian: ELBO = IWAE_1 <= IWAE_K <= log p(x)",
+)
 a.legend(fontsize=8)
 bins = torch.linspace(0, 1, 41).tolist()
 for color, (kind, est) in zip(["C0", "C3"], estimates.items()):
-    b.hist((est.ess / K).tolist(), bins=bins, color=color, alpha=0.6, label=f"{kind} proposal")
+    b.hist(
+        (est.ess / K).tolist(),
+        bins=bins,
+        color=color,
+        alpha=0.6,
+        label=f"{kind} proposal",
+    )
 b.axvline(1.0, color="black", linestyle=":", label="exact proposal (ESS = K)")
-b.set(xlabel=f"ESS / K  (K = {K})", ylabel="data points", title="effective sample size per data point")
+b.set(
+    xlabel=f"ESS / K  (K = {K})",
+    ylabel="data points",
+    title="effective sample size per data point",
+)
 b.legend(fontsize=8)
 plots.save(fig, FIGURES / "05_linear_gaussian_ladder.png")
 
@@ -279,22 +340,39 @@ x_test = digits.test[:100] if SMOKE else digits.test
 DIGIT_KS = [1, 10, 100] if SMOKE else [1, 10, 100, 1000]
 pyro.set_rng_seed(1)
 digit_ladder = ladder(net.model, net.guide, x_test, DIGIT_BUDGET, DIGIT_KS)
-print("digits: " + "  ".join(f"IWAE_{k} {v:.3f}±{se:.3f}" for k, (v, se) in digit_ladder.items()))
+print(
+    "digits: "
+    + "  ".join(f"IWAE_{k} {v:.3f}±{se:.3f}" for k, (v, se) in digit_ladder.items())
+)
 values = list(digit_ladder.values())
 for (v0, s0), (v1, s1) in zip(values, values[1:]):
     assert v1 > v0 - 3 * math.hypot(s0, s1), "IWAE fell as K grew"
 (elbo, elbo_se), (top, top_se) = values[0], values[-1]
-assert top > elbo + 3 * math.hypot(elbo_se, top_se), "the top rung should be strictly above the ELBO"
+assert top > elbo + 3 * math.hypot(
+    elbo_se, top_se
+), "the top rung should be strictly above the ELBO"
 
 pyro.set_rng_seed(2)
-digit_est = marginal.log_marginal_likelihood(net.model, net.guide, x_test, num_samples=DIGIT_KS[-1])
-print(f"K = {DIGIT_KS[-1]}: log p(x) = {digit_est.log_marginal.mean():.3f} "
-      f"± {digit_est.stderr.pow(2).sum().sqrt() / len(x_test):.4f}; ESS/K median "
-      f"{(digit_est.ess / DIGIT_KS[-1]).median():.2f}")
-plots.bound_ladder(DIGIT_KS[1:], [v for v, _ in values[1:]], [s for _, s in values[1:]], elbo,
-                   FIGURES / "05_digits_ladder.png")
+digit_est = marginal.log_marginal_likelihood(
+    net.model, net.guide, x_test, num_samples=DIGIT_KS[-1]
+)
+print(
+    f"K = {DIGIT_KS[-1]}: log p(x) = {digit_est.log_marginal.mean():.3f} "
+    f"± {digit_est.stderr.pow(2).sum().sqrt() / len(x_test):.4f}; ESS/K median "
+    f"{(digit_est.ess / DIGIT_KS[-1]).median():.2f}"
+)
+plots.bound_ladder(
+    DIGIT_KS[1:],
+    [v for v, _ in values[1:]],
+    [s for _, s in values[1:]],
+    elbo,
+    FIGURES / "05_digits_ladder.png",
+)
 fig, ax = plt.subplots(figsize=(5, 3.4))
 ax.hist((digit_est.ess / DIGIT_KS[-1]).tolist(), bins=30, color="C2")
-ax.set(xlabel=f"ESS / K  (K = {DIGIT_KS[-1]})", ylabel="test digits",
-       title="digits VAE: effective sample size per test digit")
+ax.set(
+    xlabel=f"ESS / K  (K = {DIGIT_KS[-1]})",
+    ylabel="test digits",
+    title="digits VAE: effective sample size per test digit",
+)
 plots.save(fig, FIGURES / "05_digits_ess.png")

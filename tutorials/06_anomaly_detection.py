@@ -79,7 +79,7 @@ ink = x_test.mean().item()
 images = x_test.reshape(n, 8, 8)
 erased = images.clone()
 for i, (r, c) in enumerate(torch.randint(0, 5, (n, 2), generator=g).tolist()):
-    erased[i, r: r + 4, c: c + 4] = 0
+    erased[i, r : r + 4, c : c + 4] = 0
 margins = (digits.train.mean(0) < 0.01).nonzero().flatten()
 stray = x_test.clone()
 for i in range(n):
@@ -108,16 +108,23 @@ print(f"{len(margins)} margin pixels; ink density {ink:.2f}")
 # %%
 def scores(x):
     pyro.set_rng_seed(1)
-    log_p = marginal.log_marginal_likelihood(net.model, net.guide, x, num_samples=NUM_SAMPLES).log_marginal
+    log_p = marginal.log_marginal_likelihood(
+        net.model, net.guide, x, num_samples=NUM_SAMPLES
+    ).log_marginal
     with torch.no_grad():
         reconstruction = net.likelihood.mean(net.decoder(net.encoder(x).base_dist.loc))
-    return {"-log p(x)": -log_p.float(), "reconstruction error": ((x - reconstruction) ** 2).sum(-1)}
+    return {
+        "-log p(x)": -log_p.float(),
+        "reconstruction error": ((x - reconstruction) ** 2).sum(-1),
+    }
 
 
 results = {name: scores(x) for name, x in inputs.items()}
 for name, s in results.items():
-    print(f"{name:14s} log p(x) {-s['-log p(x)'].mean():8.2f}   reconstruction error "
-          f"{s['reconstruction error'].mean():6.2f}")
+    print(
+        f"{name:14s} log p(x) {-s['-log p(x)'].mean():8.2f}   reconstruction error "
+        f"{s['reconstruction error'].mean():6.2f}"
+    )
 
 # %% [markdown]
 # ## AUROC and its standard error
@@ -138,16 +145,23 @@ def auroc(normal, anomalous):
     a = ((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean()).item()
     n1, n2 = len(anomalous), len(normal)
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    se = math.sqrt(max(a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a), 0.0) / (n1 * n2))
+    se = math.sqrt(
+        max(a * (1 - a) + (n1 - 1) * (q1 - a * a) + (n2 - 1) * (q2 - a * a), 0.0)
+        / (n1 * n2)
+    )
     return a, se
 
 
 table = {}
 for name in list(inputs)[1:]:
     normal = results["test digits"]
-    table[name] = {score: auroc(normal[score], values) for score, values in results[name].items()}
+    table[name] = {
+        score: auroc(normal[score], values) for score, values in results[name].items()
+    }
     (a1, s1), (a2, s2) = table[name].values()
-    print(f"{name:14s} AUROC by log p(x) {a1:.3f} ± {s1:.3f}   by reconstruction error {a2:.3f} ± {s2:.3f}")
+    print(
+        f"{name:14s} AUROC by log p(x) {a1:.3f} ± {s1:.3f}   by reconstruction error {a2:.3f} ± {s2:.3f}"
+    )
 
 # %% [markdown]
 # ## Check 1: log p(x) flags the gross anomalies
@@ -161,7 +175,9 @@ for name in ("noise", "inverted"):
     assert table[name]["-log p(x)"][0] > 0.95, f"log p(x) should flag {name}"
 for name, row in table.items():
     a, se = row["-log p(x)"]
-    assert a > 0.5 + 3 * se, f"log p(x) is no better than chance on {name}: {a:.3f} ± {se:.3f}"
+    assert (
+        a > 0.5 + 3 * se
+    ), f"log p(x) is no better than chance on {name}: {a:.3f} ± {se:.3f}"
 
 # %% [markdown]
 # ## Check 2: where reconstruction error misleads
@@ -178,10 +194,14 @@ for name, row in table.items():
 
 # %%
 (a_lp, se_lp), (a_rec, se_rec) = table["stray pixels"].values()
-margin = 3 * math.sqrt(se_lp ** 2 + se_rec ** 2)
-print(f"stray pixels: AUROC {a_lp:.3f} (log p) vs {a_rec:.3f} (reconstruction), difference "
-      f"{a_lp - a_rec:.3f} > 3 SE = {margin:.3f}")
-assert a_lp - a_rec > margin, "log p(x) should beat reconstruction error on stray pixels"
+margin = 3 * math.sqrt(se_lp**2 + se_rec**2)
+print(
+    f"stray pixels: AUROC {a_lp:.3f} (log p) vs {a_rec:.3f} (reconstruction), difference "
+    f"{a_lp - a_rec:.3f} > 3 SE = {margin:.3f}"
+)
+assert (
+    a_lp - a_rec > margin
+), "log p(x) should beat reconstruction error on stray pixels"
 
 # %% [markdown]
 # ## The figures
@@ -197,8 +217,10 @@ assert a_lp - a_rec > margin, "log p(x) should beat reconstruction error on stra
 def roc_curve(normal, anomalous):
     everything = torch.sort(torch.cat([normal, anomalous]), descending=True).values
     thresholds = torch.cat([torch.tensor([float("inf")]), everything])
-    return ([(normal >= t).double().mean().item() for t in thresholds],
-            [(anomalous >= t).double().mean().item() for t in thresholds])
+    return (
+        [(normal >= t).double().mean().item() for t in thresholds],
+        [(anomalous >= t).double().mean().item() for t in thresholds],
+    )
 
 
 fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
@@ -207,17 +229,36 @@ for ax, score in zip(axes[:2], ["-log p(x)", "reconstruction error"]):
     bins = torch.linspace(values.min(), values.quantile(0.99), 40).tolist()
     for i, (name, s) in enumerate(results.items()):
         style = {"color": "black", "linewidth": 2} if i == 0 else {"color": f"C{i - 1}"}
-        ax.hist(s[score].clamp(max=bins[-1]).tolist(), bins=bins, histtype="step", density=True,
-                label=name, **style)
-    ax.set(xlabel=f"{score} (higher: more anomalous)", ylabel="density", title=f"scored by {score}")
+        ax.hist(
+            s[score].clamp(max=bins[-1]).tolist(),
+            bins=bins,
+            histtype="step",
+            density=True,
+            label=name,
+            **style,
+        )
+    ax.set(
+        xlabel=f"{score} (higher: more anomalous)",
+        ylabel="density",
+        title=f"scored by {score}",
+    )
     ax.legend(fontsize=8)
 ax = axes[2]
 for score, color in [("-log p(x)", "C0"), ("reconstruction error", "C3")]:
     fpr, tpr = roc_curve(results["test digits"][score], results["stray pixels"][score])
-    ax.plot(fpr, tpr, color=color, label=f"{score}: AUROC {table['stray pixels'][score][0]:.3f}")
+    ax.plot(
+        fpr,
+        tpr,
+        color=color,
+        label=f"{score}: AUROC {table['stray pixels'][score][0]:.3f}",
+    )
 ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-ax.set(xlabel="false-positive rate (test digits flagged)", ylabel="true-positive rate (stray flagged)",
-       title="ROC: test digits vs stray pixels", aspect="equal")
+ax.set(
+    xlabel="false-positive rate (test digits flagged)",
+    ylabel="true-positive rate (stray flagged)",
+    title="ROC: test digits vs stray pixels",
+    aspect="equal",
+)
 ax.legend(fontsize=8, loc="lower right")
 plots.save(fig, FIGURES / "06_scores_and_roc.png")
 
@@ -227,16 +268,25 @@ with torch.no_grad():
     recon = net.likelihood.mean(out)
     surprise = -torch.distributions.Bernoulli(logits=out).log_prob(shown)
 fig, axes = plt.subplots(4, len(shown), figsize=(len(shown) * 1.6, 7))
-rows = [("stray-pixel digit", shown, "gray", 1), ("reconstruction", recon, "gray", 1),
-        ("squared error", (shown - recon) ** 2, "magma", 1), ("surprise -log p(x_i|z)", surprise, "magma", 6)]
+rows = [
+    ("stray-pixel digit", shown, "gray", 1),
+    ("reconstruction", recon, "gray", 1),
+    ("squared error", (shown - recon) ** 2, "magma", 1),
+    ("surprise -log p(x_i|z)", surprise, "magma", 6),
+]
 for r, (label, values, cmap, top) in enumerate(rows):
     for c in range(len(shown)):
         ax = axes[r][c]
         ax.imshow(values[c].reshape(8, 8).numpy(), cmap=cmap, vmin=0, vmax=top)
         ax.set(xticks=[], yticks=[])
     axes[r][0].set_ylabel(label, fontsize=8)
-fig.suptitle("squared error (scale 0-1) vs surprise in nats (scale 0-6), per pixel", fontsize=10)
+fig.suptitle(
+    "squared error (scale 0-1) vs surprise in nats (scale 0-6), per pixel", fontsize=10
+)
 plots.save(fig, FIGURES / "06_why_log_p.png")
 
-plots.image_grid([(name, x[:10]) for name, x in inputs.items()], digits.image_shape,
-                 FIGURES / "06_inputs.png")
+plots.image_grid(
+    [(name, x[:10]) for name, x in inputs.items()],
+    digits.image_shape,
+    FIGURES / "06_inputs.png",
+)
