@@ -81,9 +81,14 @@ def log_weights(
     **kwargs,
 ) -> torch.Tensor:
     """log w_k(x_i) = log p(x_i, z_ik) - log q(z_ik | x_i), shape (num_particles, N)."""
-    model_trace, guide_trace = vectorized_traces(
-        model, guide, num_particles, args, kwargs
-    )
+    traces = vectorized_traces(model, guide, num_particles, args, kwargs)
+    return trace_log_weights(*traces, plate)
+
+
+def trace_log_weights(
+    model_trace: Trace, guide_trace: Trace, plate: str = "data"
+) -> torch.Tensor:
+    """The log importance weights of traced draws, one per (particle, data point)."""
     return log_prob_per_datapoint(model_trace, plate) - log_prob_per_datapoint(
         guide_trace, plate
     )

@@ -27,7 +27,7 @@ import torch
 from pyro.infer import ELBO
 from pyro.poutine.util import site_is_subsample
 
-from .marginal import log_prob_per_datapoint, vectorized_traces
+from .marginal import log_prob_per_datapoint, trace_log_weights, vectorized_traces
 from .registry import OBJECTIVES
 
 MAX_PLATE_NESTING = 1
@@ -135,9 +135,7 @@ class IWAE(ELBO):
 
     def _log_weights(self, model, guide, args, kwargs):
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
-        log_p = log_prob_per_datapoint(model_trace, self.plate)
-        log_w = log_p - log_prob_per_datapoint(guide_trace, self.plate)
-        return log_w, guide_trace
+        return trace_log_weights(model_trace, guide_trace, self.plate), guide_trace
 
     def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
         return (torch.logsumexp(log_w, 0) - math.log(self.num_particles)).sum()
@@ -182,10 +180,7 @@ class IWAE(ELBO):
                 *conditioned, self.num_particles, args, kwargs
             )
             log_q = log_prob_per_datapoint(guide_trace, self.plate)
-        except (
-            NotImplementedError,
-            KeyError,
-        ):  # planar flows: no inverse, only a sample cache
+        except (NotImplementedError, KeyError):  # planar flows cache their samples only
             raise ValueError(
                 "the DReG estimator needs a guide whose density can be evaluated at any z; "
                 "this guide's flow has no inverse (use dreg = false or another guide)"
