@@ -198,28 +198,26 @@ class IWAE(ELBO):
         return -(guide_part + model_part)
 
 
-@OBJECTIVES.register("trace")
-def trace(context: None, num_particles: int = 1, jit: bool = True) -> ELBO:
-    """Trace_ELBO (Monte Carlo ELBO); ``jit`` compiles it (see the module docstring)."""
-    cls = JitTrace_ELBO if jit else pyro.infer.Trace_ELBO
+def _vectorized(cls: type, num_particles: int) -> ELBO:
     return cls(
         num_particles=num_particles,
         vectorize_particles=True,
         max_plate_nesting=MAX_PLATE_NESTING,
         ignore_jit_warnings=True,
     )
+
+
+@OBJECTIVES.register("trace")
+def trace(context: None, num_particles: int = 1, jit: bool = True) -> ELBO:
+    """Trace_ELBO (Monte Carlo ELBO); ``jit`` compiles it (see the module docstring)."""
+    return _vectorized(JitTrace_ELBO if jit else pyro.infer.Trace_ELBO, num_particles)
 
 
 @OBJECTIVES.register("meanfield")
 def meanfield(context: None, num_particles: int = 1, jit: bool = True) -> ELBO:
     """TraceMeanField_ELBO (closed-form KL where available); ``jit`` compiles it."""
     cls = JitTraceMeanField_ELBO if jit else pyro.infer.TraceMeanField_ELBO
-    return cls(
-        num_particles=num_particles,
-        vectorize_particles=True,
-        max_plate_nesting=MAX_PLATE_NESTING,
-        ignore_jit_warnings=True,
-    )
+    return _vectorized(cls, num_particles)
 
 
 @OBJECTIVES.register("iwae")
