@@ -65,10 +65,13 @@ class VampPrior(nn.Module):
     """p(z) = (1/K) sum_k q(z | u_k) at K learned pseudo-inputs u_k (Tomczak & Welling 2018).
     Pseudo-inputs live in [0, 1] (a sigmoid of free parameters)."""
 
-    def __init__(self, context: PriorContext, num_pseudo: int):
+    def __init__(
+        self, context: PriorContext, num_pseudo: int, init_mean: float, init_std: float
+    ):
         super().__init__()
         self.encode = context.encode
-        self.raw_pseudo = nn.Parameter(torch.randn(num_pseudo, context.arch.data_dim))
+        pixels = init_mean + init_std * torch.randn(num_pseudo, context.arch.data_dim)
+        self.raw_pseudo = nn.Parameter(torch.logit(pixels.clamp(1e-3, 1 - 1e-3)))
         self.register_buffer("weights", torch.zeros(num_pseudo))
 
     @property
@@ -129,10 +132,22 @@ def mixture(
 
 
 @PRIORS.register("vamp")
-def vamp(context: PriorContext, num_pseudo: int = 500) -> nn.Module:
-    """VampPrior with ``num_pseudo`` learnable pseudo-inputs (Tomczak & Welling 2018)."""
+def vamp(
+    context: PriorContext,
+    num_pseudo: int = 500,
+    init_mean: float = 0.05,
+    init_std: float = 0.01,
+) -> nn.Module:
+    """VampPrior with ``num_pseudo`` learnable pseudo-inputs (Tomczak & Welling 2018), whose
+    pixels start near ``init_mean`` (nearly black images, as in the paper). Pseudo-inputs that
+    start as noise around 0.5, or as training images, let the posterior collapse (KL -> 0)
+    within a few epochs on digits and MNIST."""
     _positive("vamp", "num_pseudo", num_pseudo)
-    return VampPrior(context, num_pseudo)
+    if not (0 < init_mean < 1 and init_std >= 0):
+        raise ConfigError(
+            f"prior 'vamp' needs 0 < init_mean < 1 and init_std >= 0, got {init_mean}, {init_std}"
+        )
+    return VampPrior(context, num_pseudo, init_mean, init_std)
 
 
 @PRIORS.register("flow")
