@@ -138,30 +138,27 @@ def log_marginal_likelihood(
     (default: ``max_pairs // batch_size``), so at most ``max_pairs`` (particle, row) pairs are
     in memory at once.
 
-    With Pyro's validation on, each chunk of rows is first checked by one particle (data and
+    With Pyro's validation on, every row is first checked once with one particle (data and
     parameters against their supports, the RNG stream left as it was); the K draws then run
-    without validation, which otherwise re-checks every (particle, row) pair.
+    without validation, which would otherwise re-check every (particle, row) pair.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     n = x.shape[0]
     batch_size = batch_size or max(1, min(n, max_pairs // min(num_samples, max_pairs)))
     chunk = particle_batch_size or max(1, max_pairs // batch_size)
+    if is_validation_enabled():  # one particle per row, in chunks of max_pairs rows
+        with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
+            for start in range(0, n, max_pairs):
+                log_weights(model, guide, 1, x[start : start + max_pairs], plate=plate)
     results = []
-    for start in range(0, n, batch_size):
-        xb = x[start : start + batch_size]
-        acc = _Accumulator()
-        if is_validation_enabled():
-            devices = [xb.device.index or 0] if xb.is_cuda else []
-            with torch.random.fork_rng(devices=devices):
-                log_weights(model, guide, 1, xb, plate=plate)
-        with pyro.validation_enabled(False):
+    with pyro.validation_enabled(False):
+        for start in range(0, n, batch_size):
+            xb = x[start : start + batch_size]
+            acc = _Accumulator()
             for k0 in range(0, num_samples, chunk):
-                acc.add(
-                    log_weights(
-                        model, guide, min(chunk, num_samples - k0), xb, plate=plate
-                    )
-                )
-        results.append(acc.result(num_samples))
+                k = min(chunk, num_samples - k0)
+                acc.add(log_weights(model, guide, k, xb, plate=plate))
+            results.append(acc.result(num_samples))
     log_marginal, stderr, ess = (torch.cat(parts) for parts in zip(*results))
     return MarginalEstimate(log_marginal, stderr, ess, num_samples)
