@@ -174,7 +174,10 @@ def read_amat(path: Path, width: int = 784) -> torch.Tensor:
     ends = np.flatnonzero(raw == ord("\n"))
     if len(raw) and raw[-1] != ord("\n"):
         ends = np.append(ends, len(raw) - 1)
-    counts = np.diff(np.concatenate([[0], np.cumsum(is_digit)[ends]]))
+    starts = (
+        np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.zeros(0, np.int64)
+    )
+    counts = np.add.reduceat(is_digit, starts, dtype=np.int64) if len(ends) else starts
     rows = counts[counts > 0]
     if len(rows) == 0:
         raise DataError(f"'{path}' holds no images: the file is empty")
