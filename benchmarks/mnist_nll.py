@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from pyro_vae import checkpoint
 from pyro_vae import config as cfg
 from pyro_vae import data as data_mod
 from pyro_vae import train as training
@@ -74,10 +75,9 @@ def main() -> None:
     vae = build(config, dataset.data_dim)
     began = time.perf_counter()
     last = run_dir / training.CHECKPOINT_FILE
-    state = torch.load(last, weights_only=True) if last.exists() else None
-    if (
-        state is not None and state["epoch"] >= config.train.epochs
-    ):  # trained already: evaluate only
+    state = checkpoint.load(last) if last.exists() else None
+    # trained already: evaluate only
+    if state is not None and state["epoch"] >= config.train.epochs:
         vae.load_state_dict(state["model"])
         metrics = state["metrics"]
     else:
@@ -92,14 +92,11 @@ def main() -> None:
     train_seconds = time.perf_counter() - began
     print(f"{name}: trained, test ELBO {metrics[-1]['test_elbo']:.2f}", flush=True)
 
+    # the epoch with the highest validation ELBO (early stopping without touching the test set)
     best = (run_dir / training.BEST_FILE).exists()
-    if (
-        best
-    ):  # the epoch with the highest validation ELBO (early stopping without touching the test set)
-        state = torch.load(
-            run_dir / training.BEST_FILE,
-            map_location=next(vae.parameters()).device,
-            weights_only=True,
+    if best:
+        state = checkpoint.load(
+            run_dir / training.BEST_FILE, map_location=next(vae.parameters()).device
         )
         vae.load_state_dict(state["model"])
         best_epoch = state["epoch"]

@@ -200,7 +200,7 @@ def evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate as run_evaluation
     from .evaluate import load_run
 
-    config, vae, dataset = load_run(Path(args.run_dir), args.device, best=args.best)
+    _, vae, dataset = load_run(Path(args.run_dir), args.device, best=args.best)
     x = dataset.split(args.split)
     if args.limit is not None:
         x = x[: args.limit]
