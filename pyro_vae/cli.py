@@ -27,6 +27,7 @@ FLAGS = {
     "epochs": "train.epochs",
     "batch_size": "train.batch_size",
     "lr": "train.lr",
+    "lr_decay": "train.lr_decay",
     "beta": "train.beta",
     "kl_warmup_epochs": "train.kl_warmup_epochs",
     "device": "train.device",
@@ -63,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
+    t.add_argument(
+        "--lr-decay",
+        type=float,
+        help="per-epoch learning-rate factor: epoch e uses lr * lr_decay^(e-1) (default 1)",
+    )
     t.add_argument("--beta", type=float, help="weight of the KL term (1: the ELBO)")
     t.add_argument(
         "--kl-warmup-epochs",

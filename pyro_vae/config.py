@@ -50,6 +50,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 100
     lr: float = 1e-3
+    lr_decay: float = 1.0  # the learning rate of epoch e is lr * lr_decay ** (e - 1)
     beta: float = 1.0
     kl_warmup_epochs: int = 0
     device: str = "auto"
@@ -179,6 +180,11 @@ def validate(config: Config) -> None:
     _require(
         math.isfinite(t.lr) and t.lr > 0,
         f"[train] lr must be a positive number, got {t.lr}",
+    )
+    _require(
+        math.isfinite(t.lr_decay) and 0 < t.lr_decay <= 1,
+        f"[train] lr_decay must be in (0, 1] (the per-epoch factor; 1 keeps lr constant), "
+        f"got {t.lr_decay}",
     )
     _require(
         math.isfinite(t.beta) and t.beta > 0,
