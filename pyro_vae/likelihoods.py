@@ -47,11 +47,29 @@ class Likelihood(nn.Module):
         return self(out).mean
 
 
+class BernoulliPixels(dist.Independent):
+    """``Bernoulli(logits=l).to_event(1)`` with a leaner ``log_prob``.
+
+    Built as ``BernoulliPixels(dist.Bernoulli(logits=l), 1)``; everything but ``log_prob`` is
+    Pyro's ``Independent``. Per pixel, log p(x_d | l_d) = x_d * l_d - softplus(l_d), summed over
+    the pixels. Torch's Bernoulli computes the same number as -BCE-with-logits, which makes more
+    full-size temporaries (and a full-size negation before the sum); with K = 5000 draws of
+    784 pixels each of those is a 16 MB pass, so this form is what makes evaluation and
+    training cheaper. The two agree to float32 rounding (tested).
+    """
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self.base_dist.logits
+        return (logits * value).sub_(F.softplus(logits)).sum(-1)
+
+
 class Bernoulli(Likelihood):
     name, unit_interval, binary = "bernoulli", True, True
 
     def forward(self, out: torch.Tensor) -> dist.Distribution:
-        return dist.Bernoulli(logits=out).to_event(1)
+        return BernoulliPixels(dist.Bernoulli(logits=out), 1)
 
 
 class ContinuousBernoulli(Likelihood):

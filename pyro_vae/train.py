@@ -50,21 +50,38 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
+def adam_implementation(params: List[torch.Tensor]) -> Dict[str, bool]:
+    """``fused=True`` where torch has a fused Adam for every parameter, else ``foreach=True``."""
+    if all(
+        p.device.type in FUSED_ADAM_DEVICES and p.is_floating_point() for p in params
+    ):
+        return {"fused": True}
+    return {"foreach": True}
+
+
 class ModuleOptimizer(pyro.optim.PyroOptim):
-    """One ``torch.optim.Adam`` (foreach implementation) over all of a module's parameters.
+    """One fused ``torch.optim.Adam`` over all of a module's parameters.
 
     ``pyro.optim.Adam`` keeps one optimizer per parameter and steps them one by one; a single
-    optimizer steps them all in a few fused kernels. ``SVI`` calls it with the parameters its
-    trace saw, which must be the module's (every VAE parameter is registered by ``pyro.module``).
-    After each step the gradients are set to ``None`` (as ``zero_grad`` does), so the next
-    backward pass writes them instead of adding to zero tensors that SVI allocated.
+    optimizer steps them all, and its fused implementation (one kernel per parameter for the
+    whole update, on the CPU and on CUDA) is about three times faster than the default
+    per-parameter loop on the CPU. Devices without a fused Adam get the foreach implementation.
+    ``SVI`` calls it with the parameters its trace saw, which must be the module's (every VAE
+    parameter is registered by ``pyro.module``). After each step the gradients are set to
+    ``None`` (as ``zero_grad`` does), so the next backward pass writes them instead of adding to
+    zero tensors that SVI allocated.
     """
 
     def __init__(self, module: torch.nn.Module, lr: float):
         super().__init__(torch.optim.Adam, {"lr": lr})
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.known = set(self.params)
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, foreach=True)
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=lr, **adam_implementation(self.params)
+        )
 
     def __call__(self, params, *args, **kwargs) -> None:
         unknown = [p for p in params if p not in self.known]
@@ -75,6 +92,10 @@ class ModuleOptimizer(pyro.optim.PyroOptim):
             )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
 
     def get_state(self) -> Dict:
         return self.optimizer.state_dict()
@@ -89,6 +110,11 @@ def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
     if t.kl_warmup_epochs == 0:
         return t.beta
     return t.beta * min(1.0, (step + 1) / (t.kl_warmup_epochs * steps_per_epoch))
+
+
+def learning_rate(config: Config, epoch: int) -> float:
+    """The learning rate of (1-based) ``epoch``: ``lr * lr_decay ** (epoch - 1)``."""
+    return config.train.lr * config.train.lr_decay ** (epoch - 1)
 
 
 def make_svi(vae: VAE, config: Config) -> Tuple[SVI, ModuleOptimizer]:
@@ -170,6 +196,8 @@ def fit(
         for epoch in range(start_epoch, t.epochs + 1):
             began = time.perf_counter()
             order = epoch_order(t.seed, epoch, n).to(device)
+            lr = learning_rate(config, epoch)
+            optimizer.set_lr(lr)
             total = 0.0
             bar = tqdm(
                 range(steps_per_epoch),
@@ -187,7 +215,7 @@ def fit(
                     raise TrainingError(
                         f"the loss became {loss} at epoch {epoch}, step {step + 1}; training "
                         f"stopped and the last checkpoint (epoch {epoch - 1}) is intact. Likely "
-                        f"causes: a learning rate too high (now {t.lr:g}), data with extreme "
+                        f"causes: a learning rate too high (now {lr:g}), data with extreme "
                         f"values, or a likelihood scale near zero"
                     )
                 total += loss
@@ -195,6 +223,7 @@ def fit(
                     bar.set_postfix(loss=f"{loss / batch:.2f}")
             row = {
                 "epoch": epoch,
+                "lr": lr,
                 "train_objective": -total / (steps_per_epoch * batch),
             }
             row.update(_evaluate(vae, test_x, eval_x))

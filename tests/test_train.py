@@ -12,7 +12,15 @@ from pyro_vae import checkpoint
 from pyro_vae import config as cfg
 from pyro_vae import data
 from pyro_vae.errors import ConfigError, TrainingError
-from pyro_vae.train import CHECKPOINT_FILE, METRICS_FILE, fit, kl_weight, resolve_device
+from pyro_vae.train import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    ModuleOptimizer,
+    fit,
+    kl_weight,
+    learning_rate,
+    resolve_device,
+)
 from pyro_vae.vae import build
 
 TIMING = ("seconds",)
@@ -77,6 +85,39 @@ def test_kl_warmup_schedule():
     assert weights[9] == pytest.approx(2.0) and weights[11] == pytest.approx(2.0)
     assert all(a < b for a, b in zip(weights[:10], weights[1:10]))
     assert kl_weight(cfg.load(None, {"train.beta": 0.5}), 0, 5) == 0.5
+
+
+def test_learning_rate_decays_per_epoch_and_is_recorded():
+    config, ds, vae = digits_run(
+        **{"train.lr": 0.01, "train.lr_decay": 0.5, "train.epochs": 3}
+    )
+    assert [learning_rate(config, e) for e in (1, 2, 3)] == [0.01, 0.005, 0.0025]
+    metrics = fit(vae, ds, config)
+    assert [row["lr"] for row in metrics] == [0.01, 0.005, 0.0025]
+    with pytest.raises(ConfigError, match=r"lr_decay must be in \(0, 1\]"):
+        cfg.load(None, {"train.lr_decay": 1.5})
+
+
+def test_module_optimizer_is_one_fused_adam_that_matches_the_loop_implementation():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)
+    )
+    twin = [p.detach().clone().requires_grad_() for p in net.parameters()]
+    ours = ModuleOptimizer(net, lr=0.01)
+    assert ours.optimizer.defaults["fused"] is True
+    loop = torch.optim.Adam(twin, lr=0.01, foreach=False)
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in twin]
+        for p, q, g in zip(net.parameters(), twin, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        ours(set(net.parameters()))
+        loop.step()
+        assert all(p.grad is None for p in net.parameters())
+    for p, q in zip(net.parameters(), twin):
+        torch.testing.assert_close(p, q)
+    with pytest.raises(TrainingError, match="register every network with pyro.module"):
+        ours({torch.nn.Parameter(torch.zeros(1))})
 
 
 def test_resume_in_process_gives_identical_metrics(tmp_path):
