@@ -57,20 +57,30 @@ def compiled_once(elbo: ELBO, attr: str, args: tuple, call: Callable[[], Any]) -
     and tracing), so compiling would shift the random stream; here the first call's result is
     dropped and the step is re-run compiled from the same RNG state. torch >= 2.10 flags
     ``torch.jit.trace`` as deprecated; that warning is silenced here (set ``jit = false`` if a
-    future torch drops it)."""
+    future torch drops it).
+
+    The compiled graph runs under ``torch.jit.optimized_execution(False)``: TorchScript then
+    executes the traced ops without wrapping them in its own differentiable subgraphs, so the
+    backward pass is autograd's native one (fused kernels such as ``tanh_backward`` and
+    ``AddmmBackward``) rather than TorchScript's symbolic gradient formulas, which spend more
+    small ops per step. The Python-free forward pass, the point of compiling, is kept.
+    """
     cache: Dict[Tuple, Any] = elbo.__dict__.setdefault("compiled_by_signature", {})
     key = signature(args)
     compiled = cache.get(key)
     setattr(elbo, attr, compiled)
-    if compiled is not None:
+    with torch.jit.optimized_execution(False):
+        if compiled is not None:
+            return call()
+        with torch.random.fork_rng(
+            devices=_cuda_devices(args)
+        ), warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning
+            )
+            call()
+        cache[key] = getattr(elbo, attr)
         return call()
-    with torch.random.fork_rng(devices=_cuda_devices(args)), warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning
-        )
-        call()
-    cache[key] = getattr(elbo, attr)
-    return call()
 
 
 def _cuda_devices(args: tuple) -> List[int]:
