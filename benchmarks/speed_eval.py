@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pyro
 import torch
@@ -38,12 +38,9 @@ from speed_train import (  # noqa: E402,E501
 )
 
 from pyro_vae import config as config_module  # noqa: E402
-from pyro_vae.marginal import log_marginal_likelihood  # noqa: E402
+from pyro_vae.marginal import default_max_pairs, log_marginal_likelihood  # noqa: E402
 from pyro_vae.vae import VAE, build  # noqa: E402
 
-MAX_PAIRS = (
-    5_000  # (particle, image) pairs per chunk: one image with all K = 5000 draws
-)
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -62,16 +59,26 @@ def images(n: int, device: torch.device) -> torch.Tensor:
     )
 
 
-def library_estimate(vae: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
-    return log_marginal_likelihood(vae.model, vae.guide, x, num_samples=k).log_marginal
+def library_estimate(
+    vae: VAE, x: torch.Tensor, k: int, max_pairs: Optional[int] = None
+) -> torch.Tensor:
+    """The library; ``max_pairs=None`` is its default chunking for ``x``'s device."""
+    return log_marginal_likelihood(
+        vae.model, vae.guide, x, num_samples=k, max_pairs=max_pairs
+    ).log_marginal
 
 
 @torch.no_grad()
-def torch_estimate(vae: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
+def torch_estimate(
+    vae: VAE, x: torch.Tensor, k: int, max_pairs: Optional[int] = None
+) -> torch.Tensor:
     """Plain PyTorch: per image, log-mean-exp of K importance weights (float64 sums), plus ESS and
-    standard error, computed as the library does (the networks are called directly)."""
-    rows = max(1, MAX_PAIRS // k)
-    chunk = max(1, MAX_PAIRS // rows)
+    standard error, computed as the library does (the networks are called directly), in chunks
+    of at most ``max_pairs`` (particle, image) pairs (default: the library's default).
+    """
+    max_pairs = max_pairs or default_max_pairs(x.device)
+    rows = max(1, max_pairs // k)
+    chunk = max(1, max_pairs // rows)
     enc = vae.encoder
     out = []
     for start in range(0, x.shape[0], rows):
@@ -98,18 +105,28 @@ def torch_estimate(vae: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def library_estimate_small_chunks(vae: VAE, x: torch.Tensor, k: int) -> torch.Tensor:
-    """The library with the plain sampler's chunking: ``max_pairs=5000`` (one image x K draws)."""
-    return log_marginal_likelihood(
-        vae.model, vae.guide, x, num_samples=k, max_pairs=MAX_PAIRS
-    ).log_marginal
-
-
-IMPLS: Dict[str, Callable[[VAE, torch.Tensor, int], torch.Tensor]] = {
+Estimator = Callable[[VAE, torch.Tensor, int, Optional[int]], torch.Tensor]
+ESTIMATORS: Dict[str, Estimator] = {
     "library": library_estimate,
     "torch": torch_estimate,
-    "library_max_pairs_5000": library_estimate_small_chunks,
 }
+
+
+def implementations(budgets: List[int]) -> Dict[str, Tuple[Estimator, Optional[int]]]:
+    """``library`` and ``torch`` at the library's default chunk budget, then both at each budget
+    in ``budgets`` (``library_max_pairs_B``, ``torch_max_pairs_B``)."""
+    impls: Dict[str, Tuple[Estimator, Optional[int]]] = {
+        name: (fn, None) for name, fn in ESTIMATORS.items()
+    }
+    for budget in budgets:
+        for name, fn in ESTIMATORS.items():
+            impls[f"{name}_max_pairs_{budget}"] = (fn, budget)
+    return impls
+
+
+def baseline_of(name: str) -> str:
+    """The plain-PyTorch run a library run is compared with: the same chunk budget."""
+    return name.replace("library", "torch")
 
 
 def _sync(device: torch.device) -> None:
@@ -117,50 +134,64 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def compare(device: torch.device, n: int, k: int, rounds: int) -> Dict:
+def compare(
+    device: torch.device, n: int, k: int, rounds: int, budgets: List[int]
+) -> Dict:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     vae, x = make_vae(device), images(n, device)
-    estimates = {name: fn(vae, x[:2], k) for name, fn in IMPLS.items()}  # warm-up
-    rates: Dict[str, List[float]] = {name: [] for name in IMPLS}
+    impls = implementations(budgets)
+    estimates = {name: fn(vae, x[:2], k, mp) for name, (fn, mp) in impls.items()}
+    rates: Dict[str, List[float]] = {name: [] for name in impls}
     peak: Dict[str, int] = {}
-    names = list(IMPLS)
+    names = list(impls)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
+            fn, max_pairs = impls[name]
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             _sync(device)
             began = time.perf_counter()
-            estimates[name] = IMPLS[name](vae, x, k)
+            estimates[name] = fn(vae, x, k, max_pairs)
             _sync(device)
             rates[name].append(n / (time.perf_counter() - began))
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated(device)
-    out: Dict = {"device": device.type, "images": n, "num_samples": k, "rounds": rounds}
-    for name in IMPLS:
-        ratios = [a / b for a, b in zip(rates[name], rates["torch"])]
+    out: Dict = {
+        "device": device.type,
+        "images": n,
+        "num_samples": k,
+        "rounds": rounds,
+        "default_max_pairs": default_max_pairs(device),
+    }
+    for name, (fn, max_pairs) in impls.items():
+        base = baseline_of(name)
+        ratios = [a / b for a, b in zip(rates[name], rates[base])]
         out[name] = {
+            "max_pairs": max_pairs or default_max_pairs(device),
             "images_per_s": statistics.median(rates[name]),
-            "ratio_vs_torch": statistics.median(ratios),
+            "ratio_vs_torch_same_budget": statistics.median(ratios),
             "mean_log_marginal": estimates[name].mean().item(),
             "peak_memory_mb": (
-                peak[name] / 2**20 if name in peak else child_peak_rss_mb(name, k)
+                peak[name] / 2**20
+                if name in peak
+                else child_peak_rss_mb(fn.__name__, k, max_pairs)
             ),
         }
     return out
 
 
-def child_peak_rss_mb(name: str, k: int) -> float:
+def child_peak_rss_mb(function: str, k: int, max_pairs: Optional[int]) -> float:
     """Peak resident set added by one evaluation of 10 images, in a fresh CPU process (Linux)."""
     code = (
         "import sys, torch\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
         "import speed_eval as s\n"
         "vae, x = s.make_vae(torch.device('cpu')), s.images(10, torch.device('cpu'))\n"
-        f"s.IMPLS[{name!r}](vae, x[:1], 10)\n"
+        f"s.{function}(vae, x[:1], 10)\n"
         "open('/proc/self/clear_refs', 'w').write('5')\n"
         "before = s.status_kib('VmRSS')\n"
-        f"s.IMPLS[{name!r}](vae, x, {k})\n"
+        f"s.{function}(vae, x, {k}, {max_pairs})\n"
         "print(s.status_kib('VmHWM') - before)\n"
     )
     try:
@@ -169,7 +200,7 @@ def child_peak_rss_mb(name: str, k: int) -> float:
         )
     except subprocess.CalledProcessError as err:
         print(
-            f"peak memory of {name} not measured: {err.stderr.strip().splitlines()[-1]}",
+            f"peak memory of {function} not measured: {err.stderr.strip().splitlines()[-1]}",
             file=sys.stderr,
         )
         return float("nan")
@@ -199,6 +230,14 @@ def main(argv=None) -> Dict:
     parser.add_argument(
         "--rounds", type=int, help="interleaved rounds (default 2 quick, 3 full)"
     )
+    parser.add_argument(
+        "--max-pairs",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also compare library and plain sampler at these chunk budgets "
+        "((particle, image) pairs per chunk)",
+    )
     args = parser.parse_args(argv)
     devices = chosen_devices(parser, args)
     n = args.images or (50 if args.quick else 200)
@@ -206,24 +245,24 @@ def main(argv=None) -> Dict:
     results = []
     for device in devices:
         result = compare(
-            device, n if device.type == "cpu" else 10 * n, args.num_samples, rounds
+            device,
+            n if device.type == "cpu" else 10 * n,
+            args.num_samples,
+            rounds,
+            args.max_pairs,
         )
         results.append(result)
-        print(
-            "  ".join(
-                [f"{device.type:4s} K={args.num_samples}:"]
-                + [
-                    f"{name} {result[name]['images_per_s']:8.2f} images/s "
-                    f"({result[name]['ratio_vs_torch']:.3f}x, "
-                    f"peak {result[name]['peak_memory_mb']:.0f} MB)"
-                    for name in IMPLS
-                ]
-            ),
-            flush=True,
-        )
+        for name in implementations(args.max_pairs):
+            r = result[name]
+            print(
+                f"{device.type:4s} K={args.num_samples} {name:24s} max_pairs {r['max_pairs']:6d}: "
+                f"{r['images_per_s']:8.2f} images/s ({r['ratio_vs_torch_same_budget']:.3f}x the "
+                f"plain sampler at that budget), peak {r['peak_memory_mb']:.0f} MB",
+                flush=True,
+            )
     headline = results[-1]
     summary = {
-        "ratio_vs_torch": headline["library"]["ratio_vs_torch"],
+        "ratio_vs_torch": headline["library"]["ratio_vs_torch_same_budget"],
         "ratio_device": headline["device"],
         "results": results,
     }
