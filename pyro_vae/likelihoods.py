@@ -51,22 +51,22 @@ class BernoulliPixels(dist.Independent):
     """``Bernoulli(logits=l).to_event(1)`` with a leaner ``log_prob``.
 
     Built as ``BernoulliPixels(dist.Bernoulli(logits=l), 1)``; everything but ``log_prob`` is
-    Pyro's ``Independent``. Summed over the pixels d,
-
-        log p(x | l) = sum_d x_d l_d - sum_d softplus(l_d),
-
-    the first sum a dot product (no temporary), the second one pass. Torch's Bernoulli computes
-    the same number as -BCE-with-logits per pixel, then negates, and the event sum follows:
-    about five full-size passes and temporaries. With K = 5000 draws of 784 pixels each pass
-    is 16 MB, so this form makes importance sampling and training cheaper. The two agree to
-    float32 rounding (tested).
+    Pyro's ``Independent``. Torch's Bernoulli returns -BCE-with-logits per pixel, a full-size
+    negation, and ``Independent`` then sums over the pixels; here the sum comes first and only
+    the (particles x data points) totals are negated. With K = 5000 draws of 784 pixels the
+    skipped pass is 16 MB per chunk (about a quarter of the likelihood's time when evaluating
+    log p(x)). The numbers are identical (negation commutes exactly with the sum), and the
+    BCE kernel keeps its fused backward pass, which matters for training: a hand-written
+    x*l - softplus(l), or its dot-product form, was 10% to 2.5x slower forward plus backward
+    at batch 100.
     """
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        logits = self.base_dist.logits
-        return torch.einsum("...d,...d->...", logits, value) - F.softplus(logits).sum(-1)
+        logits, value = torch.broadcast_tensors(self.base_dist.logits, value)
+        bce = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
+        return -(bce.sum(-1))
 
 
 class Bernoulli(Likelihood):
