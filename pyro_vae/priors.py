@@ -63,7 +63,10 @@ class Mixture(nn.Module):
 
 class VampPrior(nn.Module):
     """p(z) = (1/K) sum_k q(z | u_k) at K learned pseudo-inputs u_k (Tomczak & Welling 2018).
-    Pseudo-inputs live in [0, 1] (a sigmoid of free parameters)."""
+    Pseudo-inputs live in [0, 1] (a sigmoid of free parameters). It runs the guide's encoder,
+    so the model registers the encoder too (``uses_encoder``)."""
+
+    uses_encoder = True
 
     def __init__(
         self, context: PriorContext, num_pseudo: int, init_mean: float, init_std: float

@@ -35,8 +35,12 @@ Weight = Union[float, torch.Tensor]
 class VAE(nn.Module):
     """A VAE built from an encoder (guide), decoder, likelihood head and prior.
 
-    Each instance registers itself with ``pyro.module`` under its own name (``vae0``, ``vae1``,
-    ...), so that several VAEs in one process never share entries of Pyro's param store.
+    Each program registers the networks it runs with ``pyro.module``, under names prefixed by
+    the instance's own name (``vae0.decoder``, ``vae0.encoder``, ...), so that several VAEs in
+    one process never share entries of Pyro's param store. The model registers the decoder, the
+    likelihood head and the prior (and the encoder when the prior runs it, as the VampPrior
+    does); the guide registers the encoder. Registering only what a program uses also keeps
+    Pyro's per-call bookkeeping down (each parameter is a message through the handler stack).
     """
 
     def __init__(
@@ -54,18 +58,32 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.prior = prior
         self.pyro_name = f"vae{next(_instances)}"
+        model_parts = ["decoder", "likelihood", "prior"]
+        if getattr(prior, "uses_encoder", False):
+            model_parts.append("encoder")
+        self._model_parts = self._with_parameters(model_parts)
+        self._guide_parts = self._with_parameters(["encoder"])
+
+    def _with_parameters(self, names):
+        """(param-store prefix, module) for each named part that has parameters."""
+        return [
+            (f"{self.pyro_name}.{name}", getattr(self, name))
+            for name in names
+            if any(True for _ in getattr(self, name).parameters())
+        ]
 
     def release_params(self) -> None:
         """Forget this VAE's entries in Pyro's param store, so that ``pyro.module`` registers the
         module's current tensors (after ``.to(device)`` or loading a checkpoint) on the next call.
         """
         store = pyro.get_param_store()
-        for name in [n for n in store.keys() if n.startswith(self.pyro_name + "$$$")]:
+        for name in [n for n in store.keys() if n.startswith(self.pyro_name + ".")]:
             del store[name]
 
     def model(self, x: torch.Tensor, kl_weight: Weight = 1.0) -> torch.Tensor:
         """p(x, z) = p(z) p(x | z), ``x`` observed, one plate over the rows of ``x``."""
-        pyro.module(self.pyro_name, self)
+        for name, part in self._model_parts:
+            pyro.module(name, part)
         with pyro.plate(DATA_PLATE, x.shape[0]):
             with poutine.scale(scale=kl_weight):
                 z = pyro.sample(LATENT, self.prior())
@@ -73,7 +91,8 @@ class VAE(nn.Module):
 
     def guide(self, x: torch.Tensor, kl_weight: Weight = 1.0) -> torch.Tensor:
         """q(z | x), amortized by the encoder."""
-        pyro.module(self.pyro_name, self)
+        for name, part in self._guide_parts:
+            pyro.module(name, part)
         with pyro.plate(DATA_PLATE, x.shape[0]):
             with poutine.scale(scale=kl_weight):
                 return pyro.sample(LATENT, self.encoder(x))

@@ -40,10 +40,31 @@ def test_model_and_guide_sites_and_shapes(digits):
     )
     for site in (z, obs, model_trace.nodes[LATENT]):
         assert [f.name for f in site["cond_indep_stack"]] == [DATA_PLATE]
-    params = [n for n, s in model_trace.nodes.items() if s["type"] == "param"]
-    assert len(params) == len(list(vae.parameters())) and all(
-        n.startswith(vae.pyro_name) for n in params
+    model_params = {n for n, s in model_trace.nodes.items() if s["type"] == "param"}
+    guide_params = {n for n, s in guide_trace.nodes.items() if s["type"] == "param"}
+    named = dict(vae.named_parameters())
+    assert {n.split("$$$")[0] for n in model_params} <= {
+        f"{vae.pyro_name}.{part}" for part in ("decoder", "likelihood", "prior")
+    }
+    assert {n.split("$$$")[0] for n in guide_params} == {f"{vae.pyro_name}.encoder"}
+    # together the two programs register every parameter, each once
+    assert len(model_params | guide_params) == len(named)
+    assert len(model_params) + len(guide_params) == len(named)
+
+
+def test_the_vampprior_model_registers_the_encoder_it_runs(digits):
+    vae = small_vae(digits, **{"prior.name": "vamp", "prior.num_pseudo": 3})
+    x = digits.train[:2]
+    guide_trace = poutine.trace(vae.guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(
+        x
     )
+    model_parts = {
+        n.split("$$$")[0] for n, s in model_trace.nodes.items() if s["type"] == "param"
+    }
+    assert {
+        f"{vae.pyro_name}.{p}" for p in ("encoder", "decoder", "prior")
+    } <= model_parts
 
 
 def test_two_vaes_do_not_share_the_param_store(digits):
