@@ -12,6 +12,8 @@ weight per data point); particles are vectorized with an outer plate, and both K
 are processed in chunks so that memory stays bounded. Sums run in float64.
 """
 
+import ctypes
+import ctypes.util
 import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
@@ -26,6 +28,38 @@ PARTICLE_PLATE = "particles"
 # (particle, data point) pairs per chunk when the caller does not say: on the CPU one MNIST image
 # with K = 5000 draws (16 MB per full-size temporary); on a GPU, ten times as many per kernel
 DEFAULT_MAX_PAIRS = {"cpu": 5_000, "cuda": 50_000}
+
+
+# row batches between returns of freed heap memory to the OS (see release_freed_memory)
+RELEASE_EVERY = 64
+
+
+def _find_malloc_trim() -> Optional[Callable[[int], int]]:
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+    if trim is not None:
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _find_malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Return freed heap memory to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    Each chunk allocates and frees tensors of 4 to 16 MB. After a process has freed larger
+    blocks (training evaluates the whole validation set each epoch), glibc serves such sizes from
+    its heap instead of fresh mappings, and the heap then kept growing: evaluating binarized
+    MNIST at K = 5000 after 6 epochs of training in the same process grew by about 4 MB per
+    image (23 GB resident after 500 epochs and most of the test set). Trimming every
+    ``RELEASE_EVERY`` row batches bounds that growth; trimming after every image did too, but
+    doubled the evaluation time (each chunk then faults its memory in afresh)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def default_max_pairs(device: torch.device) -> int:
@@ -162,7 +196,9 @@ def log_marginal_likelihood(
                 log_weights(model, guide, 1, x[start : start + max_pairs], plate=plate)
     results = []
     with pyro.validation_enabled(False):
-        for start in range(0, n, batch_size):
+        for row_batch, start in enumerate(range(0, n, batch_size)):
+            if row_batch % RELEASE_EVERY == RELEASE_EVERY - 1 and not x.is_cuda:
+                release_freed_memory()
             xb = x[start : start + batch_size]
             acc = _Accumulator()
             for k0 in range(0, num_samples, chunk):

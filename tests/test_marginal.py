@@ -121,3 +121,22 @@ def test_global_latents_are_refused_with_an_explanation():
         log_weights(model, guide, 4, torch.randn(3))
     with pytest.raises(ValueError, match="num_samples must be >= 1"):
         log_marginal_likelihood(model, guide, torch.randn(3), num_samples=0)
+
+
+def test_long_cpu_evaluations_return_freed_memory_without_changing_the_estimate(
+    truth, x, monkeypatch
+):
+    from pyro_vae import marginal
+
+    vae = linear_vae(truth, "diagonal")
+    calls = []
+    monkeypatch.setattr(marginal, "RELEASE_EVERY", 16)
+    monkeypatch.setattr(marginal, "_MALLOC_TRIM", lambda pad: calls.append(pad) or 1)
+    pyro.set_rng_seed(3)
+    trimmed = log_marginal_likelihood(vae.model, vae.guide, x, 50, batch_size=1)
+    assert len(calls) == 40 // 16  # after row batches 16 and 32 of 40
+    monkeypatch.setattr(marginal, "_MALLOC_TRIM", None)
+    pyro.set_rng_seed(3)
+    plain = log_marginal_likelihood(vae.model, vae.guide, x, 50, batch_size=1)
+    torch.testing.assert_close(trimmed.log_marginal, plain.log_marginal, rtol=0, atol=0)
+    marginal.release_freed_memory()  # the no-op path
