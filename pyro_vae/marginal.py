@@ -28,20 +28,22 @@ PARTICLE_PLATE = "particles"
 # (particle, data point) pairs per chunk when the caller does not say: on the CPU one MNIST image
 # with K = 5000 draws (16 MB per full-size temporary); on a GPU, ten times as many per kernel
 DEFAULT_MAX_PAIRS = {"cpu": 5_000, "cuda": 50_000}
-
-
 # row batches between returns of freed heap memory to the OS (see release_freed_memory)
 RELEASE_EVERY = 64
 
 
+def default_max_pairs(device: torch.device) -> int:
+    """The chunk budget ``log_marginal_likelihood`` uses for data on ``device``."""
+    return DEFAULT_MAX_PAIRS.get(torch.device(device).type, DEFAULT_MAX_PAIRS["cpu"])
+
+
 def _find_malloc_trim() -> Optional[Callable[[int], int]]:
-    name = ctypes.util.find_library("c")
+    """glibc's ``malloc_trim``, or None where the C library has none."""
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc
+        trim = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError):  # the C library cannot be loaded, or is not glibc
         return None
-    if trim is not None:
-        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
 
 
@@ -60,11 +62,6 @@ def release_freed_memory() -> None:
     doubled the evaluation time (each chunk then faults its memory in afresh)."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
-
-
-def default_max_pairs(device: torch.device) -> int:
-    """The chunk budget ``log_marginal_likelihood`` uses for data on ``device``."""
-    return DEFAULT_MAX_PAIRS.get(torch.device(device).type, DEFAULT_MAX_PAIRS["cpu"])
 
 
 @dataclass
