@@ -71,3 +71,27 @@ def test_bernoulli_pixels_equal_torch_at_extreme_logits_with_gradients():
     (g_ours,) = torch.autograd.grad(ours.sum(), logits)
     (g_ref,) = torch.autograd.grad(reference.sum(), logits)
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "logits_shape, x_shape",
+    [
+        ((7, 3, 784), (3, 784)),  # many draws of several images
+        ((7, 1, 784), (1, 784)),  # many draws of one image: the matrix-vector product
+        ((5, 784), (784,)),
+        ((784,), (4, 784)),  # the data broadcast the logits
+        ((2, 1, 784), (1, 1, 784)),
+    ],
+)
+def test_bernoulli_pixels_without_gradients_equal_torch(logits_shape, x_shape):
+    # the evaluation form x.l - sum softplus(l), at extreme logits too
+    logits = torch.randn(logits_shape, dtype=torch.float64) * 12
+    logits.view(-1, 784)[0, :4] = torch.tensor([-100.0, 100.0, -30.0, 30.0])
+    x = torch.randint(0, 2, x_shape).double()
+    x.view(-1, 784)[0, :4] = torch.tensor([0.0, 1.0, 1.0, 0.0])
+    head = LIKELIHOODS.build("bernoulli", Architecture(784, 2), {})
+    reference = td.Bernoulli(logits=logits).log_prob(x).sum(-1)
+    with torch.no_grad():
+        ours = head(logits).log_prob(x)
+    assert ours.shape == reference.shape
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=0)
