@@ -5,17 +5,28 @@ its default chunking, on the MNIST-sized net of Burda et al. (2016) (784-200-200
 Bernoulli pixels, diagonal Gaussian q). The plain-PyTorch side computes the same per-image
 estimate, log (1/K) sum_k w_k with w_k = p(x, z_k) / q(z_k | x), and the same effective sample
 size and standard error, with tensor ops on the same weights and the same budget of (particle,
-image) pairs per chunk. Both run interleaved in one process; images/s is the median over rounds.
+image) pairs per chunk. Two comparisons:
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` around each run; on the CPU, the peak
-resident set of a fresh child process that evaluates 10 images once (``VmHWM`` from
-/proc/self/status after resetting it through /proc/self/clear_refs), minus its resident set before.
+- **fresh processes** (the CPU): pairs of child processes, one per implementation, the order
+  alternating; each evaluates two images (warm-up), then ``--images`` images, and reports
+  images/s, page faults per image and the peak resident memory the evaluation added (VmHWM from
+  /proc/self/status after resetting it through /proc/self/clear_refs, minus VmRSS before). Each
+  process's heap starts empty, so what glibc does with each side's own pattern of 4-16 MB
+  temporaries (reuse them, or hand them back to the OS and fault them in again) is part of
+  the figure.
+- **one process**: both interleaved in rounds in one process (the order alternating), at the
+  library's default budget and at each ``--max-pairs`` budget; images/s and page faults per
+  image. The headline ``ratio_vs_torch`` is the median of the rounds' ratios at the library's
+  default budget on the last device. On CUDA this is the only comparison, with
+  ``torch.cuda.max_memory_allocated`` as the peak memory.
 
     python benchmarks/speed_eval.py --quick --json benchmarks/results/speed_eval_cpu.json
 """
 
 import argparse
+import json
 import math
+import resource
 import statistics
 import subprocess
 import sys
@@ -137,12 +148,14 @@ def _sync(device: torch.device) -> None:
 def compare(
     device: torch.device, n: int, k: int, rounds: int, budgets: List[int]
 ) -> Dict:
+    """Both implementations interleaved in rounds in this process (see the module docstring)."""
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     vae, x = make_vae(device), images(n, device)
     impls = implementations(budgets)
     estimates = {name: fn(vae, x[:2], k, mp) for name, (fn, mp) in impls.items()}
     rates: Dict[str, List[float]] = {name: [] for name in impls}
+    faults: Dict[str, List[float]] = {name: [] for name in impls}
     peak: Dict[str, int] = {}
     names = list(impls)
     for r in range(rounds):
@@ -151,10 +164,12 @@ def compare(
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             _sync(device)
+            faults_before = minor_page_faults()
             began = time.perf_counter()
             estimates[name] = fn(vae, x, k, max_pairs)
             _sync(device)
             rates[name].append(n / (time.perf_counter() - began))
+            faults[name].append((minor_page_faults() - faults_before) / n)
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated(device)
     out: Dict = {
@@ -165,46 +180,83 @@ def compare(
         "default_max_pairs": default_max_pairs(device),
     }
     for name, (fn, max_pairs) in impls.items():
-        base = baseline_of(name)
-        ratios = [a / b for a, b in zip(rates[name], rates[base])]
+        ratios = [a / b for a, b in zip(rates[name], rates[baseline_of(name)])]
         out[name] = {
             "max_pairs": max_pairs or default_max_pairs(device),
             "images_per_s": statistics.median(rates[name]),
             "ratio_vs_torch_same_budget": statistics.median(ratios),
+            "round_ratios": ratios,
+            "page_faults_per_image": statistics.median(faults[name]),
             "mean_log_marginal": estimates[name].mean().item(),
-            "peak_memory_mb": (
-                peak[name] / 2**20
-                if name in peak
-                else child_peak_rss_mb(fn.__name__, k, max_pairs)
-            ),
         }
+        if name in peak:
+            out[name]["peak_memory_mb"] = peak[name] / 2**20
     return out
 
 
-def child_peak_rss_mb(function: str, k: int, max_pairs: Optional[int]) -> float:
-    """Peak resident set added by one evaluation of 10 images, in a fresh CPU process (Linux)."""
-    code = (
-        "import sys, torch\n"
-        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
-        "import speed_eval as s\n"
-        "vae, x = s.make_vae(torch.device('cpu')), s.images(10, torch.device('cpu'))\n"
-        f"s.{function}(vae, x[:1], 10)\n"
-        "open('/proc/self/clear_refs', 'w').write('5')\n"
-        "before = s.status_kib('VmRSS')\n"
-        f"s.{function}(vae, x, {k}, {max_pairs})\n"
-        "print(s.status_kib('VmHWM') - before)\n"
+CHILD = """
+import json, sys, time, torch
+sys.path.insert(0, {here!r})
+import speed_eval as s
+torch.set_num_threads({threads})
+cpu = torch.device("cpu")
+vae, x = s.make_vae(cpu), s.images({n}, cpu)
+s.{function}(vae, x[:2], {k}, {max_pairs})
+open("/proc/self/clear_refs", "w").write("5")
+before, faults = s.status_kib("VmRSS"), s.minor_page_faults()
+began = time.perf_counter()
+s.{function}(vae, x, {k}, {max_pairs})
+seconds = time.perf_counter() - began
+print(json.dumps({{
+    "images_per_s": {n} / seconds,
+    "page_faults_per_image": (s.minor_page_faults() - faults) / {n},
+    "peak_added_mb": (s.status_kib("VmHWM") - before) / 1024,
+}}))
+"""
+
+
+def fresh_process(function: str, n: int, k: int, max_pairs: Optional[int]) -> Dict:
+    """One evaluation of ``n`` images in a new CPU process (see the module docstring)."""
+    code = CHILD.format(
+        here=str(Path(__file__).resolve().parent),
+        threads=torch.get_num_threads(),
+        function=function,
+        n=n,
+        k=k,
+        max_pairs=max_pairs,
     )
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        )
-    except subprocess.CalledProcessError as err:
-        print(
-            f"peak memory of {function} not measured: {err.stderr.strip().splitlines()[-1]}",
-            file=sys.stderr,
-        )
-        return float("nan")
-    return int(done.stdout.split()[-1]) / 1024
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def compare_fresh_processes(n: int, k: int, pairs: int) -> Dict:
+    """``pairs`` pairs of fresh processes at the library's default budget, the order alternating."""
+    runs: Dict[str, List[Dict]] = {"library": [], "torch": []}
+    functions = {"library": "library_estimate", "torch": "torch_estimate"}
+    for pair in range(pairs):
+        for name in list(runs) if pair % 2 == 0 else list(runs)[::-1]:
+            runs[name].append(fresh_process(functions[name], n, k, None))
+    out: Dict = {"device": "cpu", "images": n, "num_samples": k, "pairs": pairs}
+    ratios = [
+        a["images_per_s"] / b["images_per_s"]
+        for a, b in zip(runs["library"], runs["torch"])
+    ]
+    for name, rows in runs.items():
+        out[name] = {
+            field: statistics.median(row[field] for row in rows)
+            for field in ("images_per_s", "page_faults_per_image", "peak_added_mb")
+        }
+        out[name]["runs"] = rows
+    out["library"]["ratio_vs_torch"] = statistics.median(ratios)
+    out["library"]["pair_ratios"] = ratios
+    return out
+
+
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far (memory touched for the first time)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def status_kib(field: str) -> int:
@@ -219,53 +271,77 @@ def status_kib(field: str) -> int:
 
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="50 images, 2 rounds")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer images, rounds and process pairs"
+    )
     add_common_arguments(parser)
     parser.add_argument(
-        "--images", type=int, help="images per round (default 50 quick, 200 full)"
+        "--images",
+        type=int,
+        help="images per round or process (default 30 quick, 100 full)",
     )
     parser.add_argument(
         "--num-samples", type=int, default=5000, help="K, importance samples per image"
     )
     parser.add_argument(
-        "--rounds", type=int, help="interleaved rounds (default 2 quick, 3 full)"
+        "--rounds",
+        type=int,
+        help="interleaved rounds in one process (default 2 quick, 5 full)",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        help="pairs of fresh processes on the CPU (default 2 quick, 6 full; 0 skips them)",
     )
     parser.add_argument(
         "--max-pairs",
         type=int,
         nargs="*",
         default=[],
-        help="also compare library and plain sampler at these chunk budgets "
+        help="also compare library and plain sampler in one process at these chunk budgets "
         "((particle, image) pairs per chunk)",
     )
     args = parser.parse_args(argv)
     devices = chosen_devices(parser, args)
-    n = args.images or (50 if args.quick else 200)
-    rounds = args.rounds or (2 if args.quick else 3)
+    n = args.images or (30 if args.quick else 100)
+    rounds = args.rounds or (2 if args.quick else 5)
+    pairs = args.pairs if args.pairs is not None else (2 if args.quick else 6)
+    k = args.num_samples
+    summary: Dict = {}
+    if "cpu" in [d.type for d in devices] and pairs > 0:
+        fresh = compare_fresh_processes(n, k, pairs)
+        summary["fresh_processes"] = fresh
+        for name in ("library", "torch"):
+            r = fresh[name]
+            print(
+                f"cpu  K={k} {name:8s} fresh processes: {r['images_per_s']:8.2f} images/s, "
+                f"{r['page_faults_per_image']:7.0f} page faults/image, "
+                f"peak +{r['peak_added_mb']:.0f} MB",
+                flush=True,
+            )
+        print(f"cpu  fresh processes: ratio {fresh['library']['ratio_vs_torch']:.3f}")
     results = []
     for device in devices:
         result = compare(
-            device,
-            n if device.type == "cpu" else 10 * n,
-            args.num_samples,
-            rounds,
-            args.max_pairs,
+            device, n if device.type == "cpu" else 10 * n, k, rounds, args.max_pairs
         )
         results.append(result)
         for name in implementations(args.max_pairs):
             r = result[name]
             print(
-                f"{device.type:4s} K={args.num_samples} {name:24s} max_pairs {r['max_pairs']:6d}: "
+                f"{device.type:4s} K={k} {name:24s} max_pairs {r['max_pairs']:6d}: "
                 f"{r['images_per_s']:8.2f} images/s ({r['ratio_vs_torch_same_budget']:.3f}x the "
-                f"plain sampler at that budget), peak {r['peak_memory_mb']:.0f} MB",
+                f"plain sampler at that budget, one process), "
+                f"{r['page_faults_per_image']:.0f} page faults/image",
                 flush=True,
             )
     headline = results[-1]
-    summary = {
-        "ratio_vs_torch": headline["library"]["ratio_vs_torch_same_budget"],
-        "ratio_device": headline["device"],
-        "results": results,
-    }
+    summary["one_process"] = results
+    summary["ratio_vs_torch"] = headline["library"]["ratio_vs_torch_same_budget"]
+    summary["ratio_device"] = headline["device"]
+    if "fresh_processes" in summary:
+        fresh = summary["fresh_processes"]["library"]["ratio_vs_torch"]
+        summary["ratio_vs_torch_fresh_processes"] = fresh
     return finish(summary, args, argv)
 
 

@@ -1,0 +1,27 @@
+"""The benchmark scripts run end to end (tiny sizes) and write the figures their README names."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import speed_eval  # noqa: E402
+
+
+def test_speed_eval_runs_and_writes_its_figures(tmp_path):
+    path = tmp_path / "eval.json"
+    summary = speed_eval.main(
+        "--device cpu --images 2 --num-samples 20 --rounds 1 --pairs 1 --json".split()
+        + [str(path)]
+    )
+    assert json.loads(path.read_text()) == json.loads(json.dumps(summary))
+    assert summary["ratio_device"] == "cpu" and summary["ratio_vs_torch"] > 0
+    one = summary["one_process"][0]
+    fresh = summary["fresh_processes"]
+    for name in ("library", "torch"):
+        assert math.isfinite(one[name]["mean_log_marginal"])
+        assert one[name]["images_per_s"] > 0 and fresh[name]["images_per_s"] > 0
+        assert fresh[name]["page_faults_per_image"] >= 0
+    assert summary["ratio_vs_torch_fresh_processes"] > 0
