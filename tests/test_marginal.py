@@ -128,7 +128,7 @@ def test_global_latents_are_refused_with_an_explanation():
         log_marginal_likelihood(model, guide, torch.randn(3), num_samples=0)
 
 
-def test_cpu_evaluation_prepares_the_heap_once(truth, x, monkeypatch):
+def test_cpu_evaluation_prepares_the_heap(truth, x, monkeypatch):
     from pyro_vae import marginal
 
     vae = linear_vae(truth, "diagonal")
@@ -138,7 +138,7 @@ def test_cpu_evaluation_prepares_the_heap_once(truth, x, monkeypatch):
 
 
 @pytest.mark.skipif(
-    sys.platform != "linux" or not platform.libc_ver()[0] == "glibc",
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
     reason="glibc's allocator",
 )
 def test_prepared_heap_reuses_chunk_sized_temporaries_without_page_faults():
