@@ -11,6 +11,7 @@ There is no download code: point ``--data-dir`` at a directory holding the files
 """
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,14 @@ class Dataset:
     @property
     def data_dim(self) -> int:
         return self.train.shape[1]
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        """The shape of one example before flattening: (C, H, W) for images, (D,) otherwise.
+        Rows are stored flat (length ``data_dim``); a convolutional network reshapes them."""
+        if len(self.image_shape) == 2 and math.prod(self.image_shape) == self.data_dim:
+            return (1, *self.image_shape)
+        return (self.data_dim,)
 
     def split(self, name: str) -> torch.Tensor:
         value = (
