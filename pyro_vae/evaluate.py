@@ -1,19 +1,28 @@
 """Evaluate a trained run: importance-sampled log p(x), the bound ladder, and diagnostics."""
 
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 from . import checkpoint
 from .config import Config, from_dict
 from .data import Dataset, load
-from .diagnostics import active_units, elbo_terms, kl_per_dimension, rate_distortion
+from .diagnostics import (
+    active_units,
+    elbo_terms,
+    kl_per_dimension_with_method,
+    mutual_information,
+    rate_distortion,
+)
 from .marginal import log_marginal_likelihood
 from .train import BEST_FILE, CHECKPOINT_FILE, resolve_device
 from .vae import VAE, build
 
 LADDER = (1, 10, 100, 1000)
+MI_POINTS = (
+    1000  # rows for the mutual information (it evaluates q at all pairs of them)
+)
 
 
 def load_run(
@@ -44,7 +53,10 @@ def evaluate(
     vae: VAE, x: torch.Tensor, num_samples: int = 1000, ladder: Sequence[int] = LADDER
 ) -> Dict:
     """Mean per-data-point log p(x) (K = ``num_samples``) with its standard error, IWAE_K for
-    each K in ``ladder`` below ``num_samples``, ELBO terms, KL per dimension, active units.
+    each K in ``ladder`` below ``num_samples``, ELBO terms, KL per dimension (and what kind of
+    KL it is), active units with each dimension's activity and its standard error, and the
+    mutual information I(x; z) under q over the first ``MI_POINTS`` rows (``None`` for guides
+    without a density at any z). See diagnostics.py for the definitions.
     """
     estimate = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=num_samples)
     n = x.shape[0]
@@ -56,7 +68,9 @@ def evaluate(
             "stderr": _mean_stderr(bound.stderr),
         }
     terms = elbo_terms(vae, x)
-    kl_dims = kl_per_dimension(vae, x)
+    kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)
+    units = active_units(vae, x) if n >= 2 else None
+    info = mutual_information(vae, x[:MI_POINTS]) if n >= 2 else None
     return {
         "n": n,
         "num_samples": num_samples,
@@ -68,6 +82,21 @@ def evaluate(
         "kl": terms["kl"].mean().item(),
         **rate_distortion(terms),
         "iwae": iwae,
-        "active_units": active_units(vae, x)["active_units"],
+        "active_units": _get(units, "active_units"),
+        "activity": _get(units, "activity"),
+        "activity_stderr": _get(units, "activity_stderr"),
         "kl_per_dim": None if kl_dims is None else kl_dims.tolist(),
+        "kl_per_dim_method": kl_dims_method,
+        "mutual_information": _get(info, "mutual_information"),
+        "mutual_information_stderr": _get(info, "stderr"),
+        "mutual_information_points": _get(info, "points"),
     }
+
+
+def _get(result: Optional[Dict], key: str):
+    """``result[key]`` as plain Python (lists for tensors); None without a result (N < 2, or a
+    guide without a density at any z)."""
+    if result is None:
+        return None
+    value = result[key]
+    return value.tolist() if torch.is_tensor(value) else value
