@@ -236,8 +236,31 @@ def evaluate(args: argparse.Namespace) -> None:
         f"{args.split} ({result['n']} images): log p(x) ~= {result['log_marginal']:.2f} "
         f"± {result['log_marginal_stderr'] or float('nan'):.2f} nats (K={args.num_samples}), "
         f"ELBO {result['elbo']:.2f}, KL {result['kl']:.2f}, active units {result['active_units']}"
+        + _information(result)
     )
+    if result["khat_max"] is not None:
+        unreliable = result["khat_frac_above_0.7"]
+        print(
+            f"Pareto k-hat: max {result['khat_max']:.2f}, mean {result['khat_mean']:.2f}; "
+            + (
+                f"UNRELIABLE standard error: k-hat > 0.7 for {unreliable:.1%} of the images "
+                f"(importance weights with infinite variance; the ± above is too small)"
+                if unreliable > 0
+                else "standard errors reliable (k-hat <= 0.7 everywhere)"
+            )
+        )
     print(f"wrote {run_dir}/evaluation.json, bound_ladder.png")
+
+
+def _information(result: dict) -> str:
+    """The mutual information part of the evaluate line, when it was computed."""
+    if result.get("mutual_information") is None:
+        return ""
+    return (
+        f", I(x; z) {result['mutual_information']:.2f} ± "
+        f"{result['mutual_information_stderr']:.2f} nats "
+        f"({result['mutual_information_points']} images)"
+    )
 
 
 def sample(args: argparse.Namespace) -> None:

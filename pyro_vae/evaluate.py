@@ -15,7 +15,7 @@ from .diagnostics import (
     mutual_information,
     rate_distortion,
 )
-from .marginal import log_marginal_likelihood
+from .marginal import KHAT_UNRELIABLE, log_marginal_likelihood
 from .train import BEST_FILE, CHECKPOINT_FILE, resolve_device
 from .vae import VAE, build
 
@@ -49,10 +49,24 @@ def _mean_stderr(stderr: torch.Tensor):
     return (stderr.pow(2).sum().sqrt() / stderr.numel()).item()
 
 
+def khat_summary(khat: torch.Tensor) -> Dict[str, Optional[float]]:
+    """``khat_max``, ``khat_mean`` and ``khat_frac_above_0.7`` over the data points with a
+    k-hat (all None when none has one: K < 50)."""
+    finite = khat[torch.isfinite(khat)]
+    if finite.numel() == 0:
+        return {"khat_max": None, "khat_mean": None, "khat_frac_above_0.7": None}
+    return {
+        "khat_max": finite.max().item(),
+        "khat_mean": finite.mean().item(),
+        "khat_frac_above_0.7": (finite > KHAT_UNRELIABLE).double().mean().item(),
+    }
+
+
 def evaluate(
     vae: VAE, x: torch.Tensor, num_samples: int = 1000, ladder: Sequence[int] = LADDER
 ) -> Dict:
-    """Mean per-data-point log p(x) (K = ``num_samples``) with its standard error, IWAE_K for
+    """Mean per-data-point log p(x) (K = ``num_samples``) with its standard error and the Pareto
+    k-hat summary (points with k-hat > 0.7 have unreliable standard errors), IWAE_K for
     each K in ``ladder`` below ``num_samples``, ELBO terms, KL per dimension (and what kind of
     KL it is), active units with each dimension's activity and its standard error, and the
     mutual information I(x; z) under q over the first ``MI_POINTS`` rows (``None`` for guides
@@ -62,7 +76,9 @@ def evaluate(
     n = x.shape[0]
     iwae = {}
     for k in [k for k in ladder if k < num_samples]:
-        bound = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=k)
+        bound = log_marginal_likelihood(
+            vae.model, vae.guide, x, num_samples=k, khat=False
+        )
         iwae[str(k)] = {
             "value": bound.log_marginal.mean().item(),
             "stderr": _mean_stderr(bound.stderr),
@@ -77,6 +93,7 @@ def evaluate(
         "log_marginal": estimate.log_marginal.mean().item(),
         "log_marginal_stderr": _mean_stderr(estimate.stderr),
         "ess_mean": estimate.ess.mean().item(),
+        **khat_summary(estimate.khat),
         "elbo": terms["elbo"].mean().item(),
         "reconstruction": terms["reconstruction"].mean().item(),
         "kl": terms["kl"].mean().item(),

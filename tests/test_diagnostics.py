@@ -1,6 +1,7 @@
 """diagnostics.py against closed forms: ELBO terms, KL per dimension, active units (with negative
 and positive controls for every guide), mutual information, rate and distortion."""
 
+import json
 import math
 
 import pytest
@@ -291,3 +292,53 @@ def test_rate_and_distortion_are_the_mean_kl_and_negative_reconstruction():
         "reconstruction": torch.tensor([-5.0, -7.0]),
     }
     assert diagnostics.rate_distortion(terms) == {"rate": 2.0, "distortion": 6.0}
+
+
+# -- what evaluate reports and prints ------------------------------------------------------------
+
+
+class Split:
+    def __init__(self, x):
+        self.x = x
+
+    def split(self, name):
+        return self.x
+
+
+def evaluate_linear(widen, tmp_path, monkeypatch, capsys):
+    """``pyro-vae evaluate`` on the linear-Gaussian model with the exact posterior mean and
+    diagonal scales ``widen`` times the posterior marginal sd."""
+    from pyro_vae import evaluate
+    from pyro_vae.cli import main
+
+    truth = true_model(torch.Generator().manual_seed(7))
+    vae = linear_vae(truth, "diagonal")
+    set_perturbed_diagonal_guide(
+        vae, truth, torch.Generator().manual_seed(9), spread=0.0, widen=widen
+    )
+    x = truth.sample(30, torch.Generator().manual_seed(8))
+    monkeypatch.setattr(evaluate, "load_run", lambda *a, **k: (None, vae, Split(x)))
+    assert main(["evaluate", str(tmp_path), "--num-samples", "2000"]) == 0
+    result = json.loads((tmp_path / "evaluation.json").read_text())
+    return result, capsys.readouterr().out
+
+
+def test_evaluate_flags_unreliable_standard_errors(tmp_path, monkeypatch, capsys):
+    result, out = evaluate_linear(0.25, tmp_path, monkeypatch, capsys)
+    assert result["khat_max"] > 0.7 and result["khat_frac_above_0.7"] > 0.5
+    assert result["khat_mean"] <= result["khat_max"]
+    assert "UNRELIABLE standard error" in out
+
+
+def test_evaluate_reports_reliable_errors_and_the_information(
+    tmp_path, monkeypatch, capsys
+):
+    result, out = evaluate_linear(2.0, tmp_path, monkeypatch, capsys)
+    assert result["khat_max"] < 0.5 and result["khat_frac_above_0.7"] == 0.0
+    assert "standard errors reliable" in out and "UNRELIABLE" not in out
+    assert (
+        result["mutual_information"] > 0 and result["mutual_information_points"] == 30
+    )
+    assert f"I(x; z) {result['mutual_information']:.2f}" in out
+    assert result["kl_per_dim_method"].startswith("closed form")
+    assert len(result["activity"]) == len(result["activity_stderr"]) == 2
