@@ -69,7 +69,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="per-epoch learning-rate factor: epoch e uses lr * lr_decay^(e-1) (default 1)",
     )
-    t.add_argument("--beta", type=float, help="weight of the KL term (1: the ELBO)")
+    t.add_argument(
+        "--beta",
+        type=float,
+        help="weight of the KL term (1: the ELBO); with --elbo iwae it tempers "
+        "log p(z) - log q(z|x) inside each importance weight instead (a warning says so)",
+    )
     t.add_argument(
         "--kl-warmup-epochs",
         type=int,
