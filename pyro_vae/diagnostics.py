@@ -166,8 +166,9 @@ def kl_per_dimension_with_method(
     try:
         kl_divergence(marginals(q), p_d)
     except NotImplementedError:
-        components = p_d.batch_shape[-1] if len(p_d.batch_shape) > 1 else 1
-        terms = num_samples * vae.arch.latent_dim * max(1, components)
+        mixture = isinstance(p_d, MixtureSameFamily)
+        components = p_d.mixture_distribution.logits.shape[-1] if mixture else 1
+        terms = num_samples * vae.arch.latent_dim * components
         rows = max(1, max_elements // terms)
         total = 0.0
         for start in range(0, x.shape[0], rows):

@@ -213,6 +213,20 @@ def test_mixture_prior_kl_per_dimension_by_monte_carlo_matches_quadrature():
     assert ((runs.mean(0).double() - exact).abs() < 4 * se).all(), (runs.mean(0), exact)
 
 
+def test_monte_carlo_kl_per_dimension_bounds_its_memory_by_the_mixture_size():
+    """Rows per chunk = max_elements // (draws x latent_dim x components): 3200 // 320 = 10."""
+    vae = small_vae(
+        "diagonal",
+        latent_dim=2,
+        **{"prior.name": "mixture", "prior.num_components": 10},
+    )
+    sizes = []
+    encoder_forward = vae.encoder.forward
+    vae.encoder.forward = lambda x: sizes.append(len(x)) or encoder_forward(x)
+    diagnostics.kl_per_dimension_with_method(vae, X[:50], max_elements=3200)
+    assert sizes[0] == 1 and max(sizes[1:]) == 10 and sum(sizes[1:]) == 50
+
+
 @pytest.mark.parametrize(
     "guide,prior", [("iaf", "standard_normal"), ("diagonal", "flow")]
 )
