@@ -6,6 +6,7 @@ shows the traceback instead).
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -264,7 +265,9 @@ def _information(result: dict) -> str:
     return (
         f", I(x; z) {result['mutual_information']:.2f} ± "
         f"{result['mutual_information_stderr']:.2f} nats "
-        f"({result['mutual_information_points']} images)"
+        f"(on {result['mutual_information_points']} images: at most "
+        f"log {result['mutual_information_points']} = "
+        f"{math.log(result['mutual_information_points']):.2f})"
     )
 
 

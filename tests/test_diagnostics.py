@@ -354,5 +354,6 @@ def test_evaluate_reports_reliable_errors_and_the_information(
         result["mutual_information"] > 0 and result["mutual_information_points"] == 30
     )
     assert f"I(x; z) {result['mutual_information']:.2f}" in out
+    assert f"at most log 30 = {math.log(30):.2f}" in out
     assert result["kl_per_dim_method"].startswith("closed form")
     assert len(result["activity"]) == len(result["activity_stderr"]) == 2
