@@ -266,6 +266,7 @@ def gaussian_encoder_vae(guide, a, s):
 XS = torch.randn(2000, 1, generator=torch.Generator().manual_seed(5))
 
 
+@pytest.mark.filterwarnings("ignore:ConditionalAutoRegressiveNN input_dim = 1")
 @pytest.mark.parametrize("guide", ["diagonal", "iaf"])  # iaf at its identity init
 def test_mutual_information_matches_the_gaussian_closed_form(guide):
     a, s = 0.8, 0.6
