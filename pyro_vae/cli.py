@@ -6,6 +6,7 @@ shows the traceback instead).
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -69,7 +70,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="per-epoch learning-rate factor: epoch e uses lr * lr_decay^(e-1) (default 1)",
     )
-    t.add_argument("--beta", type=float, help="weight of the KL term (1: the ELBO)")
+    t.add_argument(
+        "--beta",
+        type=float,
+        help="weight of the KL term (1: the ELBO); with --elbo iwae it tempers "
+        "log p(z) - log q(z|x) inside each importance weight instead (a warning says so)",
+    )
     t.add_argument(
         "--kl-warmup-epochs",
         type=int,
@@ -236,8 +242,33 @@ def evaluate(args: argparse.Namespace) -> None:
         f"{args.split} ({result['n']} images): log p(x) ~= {result['log_marginal']:.2f} "
         f"± {result['log_marginal_stderr'] or float('nan'):.2f} nats (K={args.num_samples}), "
         f"ELBO {result['elbo']:.2f}, KL {result['kl']:.2f}, active units {result['active_units']}"
+        + _information(result)
     )
+    if result["khat_max"] is not None:
+        unreliable = result["khat_frac_above_0.7"]
+        print(
+            f"Pareto k-hat: max {result['khat_max']:.2f}, mean {result['khat_mean']:.2f}; "
+            + (
+                f"UNRELIABLE standard error: k-hat > 0.7 for {unreliable:.1%} of the images "
+                f"(importance weights with infinite variance; the ± above is too small)"
+                if unreliable > 0
+                else "standard errors reliable (k-hat <= 0.7 everywhere)"
+            )
+        )
     print(f"wrote {run_dir}/evaluation.json, bound_ladder.png")
+
+
+def _information(result: dict) -> str:
+    """The mutual information part of the evaluate line, when it was computed."""
+    if result.get("mutual_information") is None:
+        return ""
+    return (
+        f", I(x; z) {result['mutual_information']:.2f} ± "
+        f"{result['mutual_information_stderr']:.2f} nats "
+        f"(on {result['mutual_information_points']} images: at most "
+        f"log {result['mutual_information_points']} = "
+        f"{math.log(result['mutual_information_points']):.2f})"
+    )
 
 
 def sample(args: argparse.Namespace) -> None:

@@ -7,7 +7,18 @@
   sum_i log (1/K) sum_k w_ik, optionally with the doubly-reparameterized gradient (DReG) of
   Tucker et al. (2019).
 
-beta weighting and KL warm-up are not objectives: the VAE scales its ``"z"`` site (see vae.py).
+beta weighting and KL warm-up are not objectives: the VAE scales its ``"z"`` site by the weight
+beta (times the warm-up factor) in model and guide (see vae.py). For ``trace`` and ``meanfield``
+that multiplies exactly the KL term: E_q[log p(x | z)] - beta KL(q(z | x) || p(z)). For ``iwae``
+there is no separate KL term: the scaled site tempers every importance weight inside the
+log-mean-exp,
+
+    log w_k = log p(x | z_k) + beta (log p(z_k) - log q(z_k | x)),
+    bound   = sum_i log (1/K) sum_k w_ik,
+
+which is the beta-ELBO only for K = 1; for K > 1 it is not the IWAE bound minus (beta - 1)
+times a KL. ``IWAE`` warns (``TemperedWeightsWarning``) on its first step when any site is
+scaled, so a run that combines it with beta != 1 or warm-up says what it optimizes.
 Particles are always vectorized. ``jit=True`` (the default for ``trace`` and ``meanfield``)
 compiles the ELBO with ``torch.jit.trace`` through Pyro's ``JitTrace*_ELBO``: the model's
 structure must be static (every registered prior and guide is), and one compiled function is kept
@@ -122,10 +133,20 @@ class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
         return compiled_once(self, "_differentiable_loss", args, call)
 
 
+class TemperedWeightsWarning(UserWarning):
+    """The IWAE objective ran with scaled sample sites (beta or KL warm-up): its weights are
+    tempered, not its KL term (see the module docstring)."""
+
+
 class IWAE(ELBO):
     """The importance-weighted bound, log-mean-exp over particles for each data point in the
     plate ``"data"``. Pyro's ``RenyiELBO(alpha=0)`` takes the log-mean-exp of whole-batch
     weights instead, which is not this bound for a batch of independent data points.
+
+    Site scales (``poutine.scale``: the VAE's beta and warm-up weight on ``"z"``) multiply the
+    sites' log-densities inside each log-weight, log w = log p(x | z) + beta (log p(z) -
+    log q(z | x)); the first call checks the scales and warns (``TemperedWeightsWarning``)
+    when one is not 1.
 
     With ``dreg``, the guide's gradient is sum_k w~_k^2 (d log w_k / d z_k)(d z_k / d phi)
     (w~: normalized weights), which has no score-function term and stays informative as K grows;
@@ -139,12 +160,16 @@ class IWAE(ELBO):
         )
         self.dreg = dreg
         self.plate = plate
+        self._scales_checked = False
 
     def _get_trace(self, model, guide, args, kwargs):
         return vectorized_traces(model, guide, self.num_particles, args, kwargs)
 
     def _log_weights(self, model, guide, args, kwargs):
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+        if not self._scales_checked:
+            self._scales_checked = True
+            _warn_if_tempered(model_trace, guide_trace)
         return trace_log_weights(model_trace, guide_trace, self.plate), guide_trace
 
     def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
@@ -206,6 +231,32 @@ class IWAE(ELBO):
         )
         model_part = (weights * log_p).sum()
         return -(guide_part + model_part)
+
+
+def _warn_if_tempered(*traces) -> None:
+    """Warn once when a sample site of these traces carries a scale other than 1."""
+    scaled = {}
+    for trace in traces:
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample" and not site_is_subsample(site):
+                scale = torch.as_tensor(site["scale"]).detach()
+                if scale.ne(1).any():
+                    scaled[name] = (
+                        scale.flatten()[0].item() if scale.numel() == 1 else None
+                    )
+    if scaled:
+        listed = ", ".join(
+            f"'{n}' by {'varying factors' if v is None else f'{v:g}'}"
+            for n, v in scaled.items()
+        )
+        warnings.warn(
+            f"the iwae objective runs with scaled sites ({listed}; beta or KL warm-up): each "
+            f"importance weight is tempered, log w = log p(x|z) + beta (log p(z) - log q(z|x)) "
+            f"inside the log-mean-exp, which is not a KL term scaled by beta (it is the "
+            f"beta-ELBO only for K = 1); use beta = 1 and no warm-up for the IWAE bound",
+            TemperedWeightsWarning,
+            stacklevel=2,
+        )
 
 
 def _vectorized(cls: type, num_particles: int) -> ELBO:

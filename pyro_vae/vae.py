@@ -7,7 +7,9 @@ Generative model (Kingma & Welling 2014), for each data point i in the plate ``"
 
 Guide: ``z_i ~ q(z | x_i)`` (site "z", the guide part). Both programs take ``kl_weight`` (beta,
 or the warm-up factor): the ``"z"`` site is scaled by it in model and guide alike with
-``poutine.scale``, so the ELBO's KL term, and only that term, is multiplied by it.
+``poutine.scale``. With the ``trace`` and ``meanfield`` objectives the ELBO's KL term, and only
+that term, is multiplied by it; with ``iwae`` it tempers log p(z) - log q(z | x) inside every
+importance weight (see objectives.py), and ``IWAE`` warns.
 """
 
 import itertools

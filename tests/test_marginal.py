@@ -1,5 +1,6 @@
 """Importance-sampled log p(x) against the linear-Gaussian closed form (float64)."""
 
+import math
 import platform
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.ops.stats import fit_generalized_pareto
 
+from pyro_vae import marginal
 from pyro_vae.analytic import (
     linear_vae,
     set_exact_posterior_guide,
@@ -163,3 +166,90 @@ def test_prepared_heap_reuses_chunk_sized_temporaries_without_page_faults():
     )
     one_tensor = 16 * 2**20 // 4096  # pages
     assert int(done.stdout) <= one_tensor + 64
+
+
+# -- Pareto k-hat: when the standard error can be trusted -----------------------------------------
+
+
+def guide_scaled(truth, widen):
+    """The exact posterior mean with diagonal scales ``widen`` times the posterior marginal sd."""
+    vae = linear_vae(truth, "diagonal")
+    set_perturbed_diagonal_guide(
+        vae, truth, torch.Generator().manual_seed(9), spread=0.0, widen=widen
+    )
+    return vae
+
+
+def test_khat_is_small_for_a_wide_proposal_and_large_for_a_narrow_one(truth, x):
+    wide = guide_scaled(truth, 2.0)
+    estimate = log_marginal_likelihood(wide.model, wide.guide, x, num_samples=5000)
+    assert (estimate.khat < 0.5).all(), estimate.khat
+    narrow = guide_scaled(truth, 0.25)
+    estimate = log_marginal_likelihood(narrow.model, narrow.guide, x, num_samples=5000)
+    assert estimate.khat.mean() > 0.7 and (estimate.khat > 0.7).float().mean() > 0.8
+    # why it matters: there the delta-method SE is too small (2-SE coverage far below 95%)
+    z = (estimate.log_marginal - truth.log_marginal(x)) / estimate.stderr
+    assert (z.abs() < 2).float().mean() < 0.6
+
+
+def psis_khat(log_w: torch.Tensor) -> float:
+    """Pyro's psis_diagnostic procedure, on all K log-weights of one data point at once."""
+    k = log_w.shape[0]
+    log_w = torch.sort(log_w.double() - log_w.max())[0]
+    cutoff_index = -int(math.ceil(min(0.2 * k, 3.0 * math.sqrt(k)))) - 1
+    cutoff = max(math.log(1.0e-15), log_w[cutoff_index].item())
+    tail = log_w[log_w > cutoff]
+    return fit_generalized_pareto(tail.exp() - math.exp(cutoff))[0]
+
+
+def khat_from_recorded_draws(truth, x, monkeypatch):
+    """k-hat from chunked streaming (3 rows, 100 particles per chunk), and from Pyro's procedure
+    on the same draws' full log-weights."""
+    vae = guide_scaled(truth, 0.5)
+    chunks = []
+
+    def recording(*args, **kwargs):
+        chunks.append(log_weights(*args, **kwargs))
+        return chunks[-1]
+
+    monkeypatch.setattr(marginal, "log_weights", recording)
+    estimate = log_marginal_likelihood(
+        vae.model,
+        vae.guide,
+        x[:3],
+        num_samples=700,
+        batch_size=3,
+        particle_batch_size=100,
+    )
+    full = torch.cat(chunks[1:])  # the first call is the one-particle validation pass
+    assert full.shape == (700, 3)
+    return estimate.khat, torch.tensor([psis_khat(full[:, i]) for i in range(3)])
+
+
+def test_streamed_khat_is_pyros_khat_of_all_the_weights(truth, x, monkeypatch):
+    streamed, reference = khat_from_recorded_draws(truth, x, monkeypatch)
+    torch.testing.assert_close(streamed, reference.double(), rtol=0, atol=1e-6)
+
+
+def test_streamed_khat_check_catches_a_tail_kept_from_the_last_chunk_only(
+    truth, x, monkeypatch
+):
+    """Injected bug: the accumulator forgets the earlier chunks' largest weights."""
+    add = marginal._Accumulator.add
+
+    def forgetful(self, log_w):
+        self.top = None
+        add(self, log_w)
+
+    monkeypatch.setattr(marginal._Accumulator, "add", forgetful)
+    streamed, reference = khat_from_recorded_draws(truth, x, monkeypatch)
+    assert (streamed - reference).abs().max() > 0.01, (streamed, reference)
+
+
+def test_khat_is_nan_when_k_is_too_small_or_not_asked_for(truth, x):
+    vae = guide_scaled(truth, 1.0)
+    assert log_marginal_likelihood(vae.model, vae.guide, x, 40).khat.isnan().all()
+    off = log_marginal_likelihood(vae.model, vae.guide, x, 100, khat=False)
+    assert off.khat.isnan().all()
+    on = log_marginal_likelihood(vae.model, vae.guide, x, 100)
+    assert on.khat.isfinite().all()
