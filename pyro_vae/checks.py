@@ -24,10 +24,12 @@ from pyro import poutine
 
 from .analytic import (
     LinearGaussian,
-    diagonal_guide_params,
     gaussian_kl_to_standard_normal,
-    linear_vae,
     ppca_maximum_likelihood,
+)
+from .analytic_models import (
+    diagonal_guide_params,
+    linear_vae,
     set_exact_posterior_guide,
     set_perturbed_diagonal_guide,
     true_model,

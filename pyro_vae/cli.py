@@ -30,6 +30,11 @@ FLAGS = {
     "lr_decay": "train.lr_decay",
     "beta": "train.beta",
     "kl_warmup_epochs": "train.kl_warmup_epochs",
+    "kl_schedule": "train.kl_schedule",
+    "kl_cycles": "train.kl_cycles",
+    "kl_cycle_ratio": "train.kl_cycle_ratio",
+    "free_bits": "train.free_bits",
+    "reconstruction_weight": "train.reconstruction_weight",
     "device": "train.device",
     "seed": "train.seed",
 }
@@ -74,6 +79,25 @@ def parser() -> argparse.ArgumentParser:
         "--kl-warmup-epochs",
         type=int,
         help="epochs of linear KL warm-up from 0 to beta",
+    )
+    t.add_argument(
+        "--kl-schedule", help="linear (warm-up, default) or cyclical (Fu et al. 2019)"
+    )
+    t.add_argument("--kl-cycles", type=int, help="cyclical: cycles over the run")
+    t.add_argument(
+        "--kl-cycle-ratio",
+        type=float,
+        help="cyclical: share of each cycle spent rising to beta (default 0.5)",
+    )
+    t.add_argument(
+        "--free-bits",
+        type=float,
+        help="nats of KL per latent dimension that cost nothing (Kingma et al. 2016)",
+    )
+    t.add_argument(
+        "--reconstruction-weight",
+        type=float,
+        help="weight of the reconstruction term (1: the ELBO)",
     )
     t.add_argument("--device", help="auto (CUDA when available), cpu, cuda")
     t.add_argument("--seed", type=int)
