@@ -166,6 +166,35 @@ class LinearGaussian:
         q = MultivariateNormal(loc, scale_tril=torch.diag_embed(scale))
         return kl_divergence(q, self.posterior_distribution(x))
 
+    def log_weight_second_moment(
+        self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        """log E_q[w^2] / p(x)^2 = log int p(z | x)^2 / q(z | x) dz per data point, for the
+        importance weights w = p(x, z) / q(z | x) of q = N(m, diag s^2). With P = Sigma^{-1},
+        Q = diag s^{-2}, A = 2P - Q (positive definite, else the variance is infinite: +inf)
+        and b = 2 P mu - Q m::
+
+            -log|Sigma| + 1/2 log|S| - 1/2 log|A| + 1/2 b^T A^{-1} b - mu^T P mu + 1/2 m^T Q m
+
+        For K draws, the delta-method SE of log p-hat tends to sqrt((E w^2 / p^2 - 1) / K) and
+        ESS / K to p(x)^2 / E w^2 (Kong 1992)."""
+        mean, covariance = self.posterior(x)
+        precision = torch.linalg.inv(covariance)
+        q_precision = torch.diag_embed(scale.pow(-2))
+        a = 2 * precision - q_precision
+        b = 2 * mean @ precision - loc * scale.pow(-2)
+        chol, info = torch.linalg.cholesky_ex(a)
+        solved = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
+        value = (
+            -torch.logdet(covariance)
+            + scale.log().sum(-1)
+            - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+            + 0.5 * (b * solved).sum(-1)
+            - (mean @ precision * mean).sum(-1)
+            + 0.5 * (loc.pow(2) * scale.pow(-2)).sum(-1)
+        )
+        return torch.where(info == 0, value, torch.full_like(value, math.inf))
+
     def elbo_grad(
         self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
