@@ -144,7 +144,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="PNG path (default: RUN_DIR/samples.png)")
 
-    c = sub.add_parser("check", help="check every ELBO estimator against closed forms")
+    c = sub.add_parser(
+        "check", help="check every objective, guide, prior and SE against closed forms"
+    )
     c.add_argument("--device", default="cpu")
 
     li = sub.add_parser(

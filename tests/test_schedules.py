@@ -21,7 +21,7 @@ from pyro_vae.analytic_models import (
 from pyro_vae.data import Dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.schedules import free_bits_kl, kl_weight, step_args
-from pyro_vae.vae import LATENT, OBSERVED, build
+from pyro_vae.vae import LATENT, OBSERVED, VAE, build
 
 
 def weights(overrides, steps, steps_per_epoch):
@@ -173,34 +173,48 @@ def problem():
     vae.release_params()
 
 
-@pytest.mark.parametrize("name", ["trace", "meanfield"])
-@pytest.mark.parametrize("jit", [False, True])
-def test_reconstruction_weight_scales_exactly_the_reconstruction(problem, name, jit):
-    truth, x, vae = problem
+def loss_and_hand_computed(vae, x, name, jit, kl_w=0.7, rec_w=2.5):
+    """One ``loss_and_grads`` call (as SVI.step makes it, weights as fit passes them) and the
+    same loss by hand, -(rec_w log p(x | z) - kl_w KL), from traces of the same draw (seed 11);
+    KL in closed form for meanfield, Monte Carlo for trace."""
     elbo = objectives.OBJECTIVES.build(name, None, {"jit": jit})
-    kl_w, rec_w = 0.7, 2.5
-
-    def traced_terms(seed):
-        """log p(x | z) summed and the Monte Carlo KL summed, for the draw the loss makes."""
-        pyro.set_rng_seed(seed)
-        guide = poutine.trace(vae.guide).get_trace(x)
-        model = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(x)
-        rec = model.nodes[OBSERVED]["fn"].log_prob(x).sum()
-        z = guide.nodes[LATENT]["value"]
-        kl = (guide.nodes[LATENT]["fn"].log_prob(z) - vae.prior().log_prob(z)).sum()
-        return rec.item(), kl.item()
-
-    # the weights as fit passes them: 0-d tensors, compiled once per signature
     pyro.set_rng_seed(11)
     loss = elbo.loss_and_grads(vae.model, vae.guide, *step_args(x, kl_w, rec_w))
-    rec, mc_kl = traced_terms(11)
+    pyro.set_rng_seed(11)
+    guide = poutine.trace(vae.guide).get_trace(x)
+    model = poutine.trace(poutine.replay(vae.model, trace=guide)).get_trace(x)
+    rec = model.nodes[OBSERVED]["fn"].log_prob(x).sum().item()
+    z = guide.nodes[LATENT]["value"]
+    mc_kl = (guide.nodes[LATENT]["fn"].log_prob(z) - vae.prior().log_prob(z)).sum()
     with torch.no_grad():
         loc, scale = diagonal_guide_params(vae, x)
     kl = gaussian_kl_to_standard_normal(loc, scale).sum().item()
-    expected = -(rec_w * rec - kl_w * (kl if name == "meanfield" else mc_kl))
-    assert loss == pytest.approx(expected, rel=1e-9, abs=1e-8)
+    expected = -(rec_w * rec - kl_w * (kl if name == "meanfield" else mc_kl.item()))
     # a loss that left the reconstruction unscaled would be off by (rec_w - 1) * rec
     assert abs((rec_w - 1) * rec) > 100
+    return loss, expected
+
+
+@pytest.mark.parametrize("name", ["trace", "meanfield"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_reconstruction_weight_scales_exactly_the_reconstruction(problem, name, jit):
+    _, x, vae = problem
+    loss, expected = loss_and_hand_computed(vae, x, name, jit)
+    assert loss == pytest.approx(expected, rel=1e-9, abs=1e-8)
+
+
+@pytest.mark.parametrize("bug", ["unscaled", "kl weight too"])
+def test_reconstruction_weight_test_catches_a_wrong_scale(problem, monkeypatch, bug):
+    _, x, vae = problem
+    model = VAE.model
+
+    def wrong(self, x, kl_weight=1.0, reconstruction_weight=1.0):
+        scale = 1.0 if bug == "unscaled" else reconstruction_weight * kl_weight
+        return model(self, x, kl_weight, scale)
+
+    monkeypatch.setattr(VAE, "model", wrong)
+    loss, expected = loss_and_hand_computed(vae, x, "meanfield", False)
+    assert loss != pytest.approx(expected, rel=1e-3)
 
 
 # -- free bits -----------------------------------------------------------------------------------
@@ -226,12 +240,10 @@ def free_bits_config(name, nats, particles):
     )
 
 
-@pytest.mark.parametrize("name", ["meanfield", "trace"])
-def test_free_bits_objective_matches_the_closed_form(problem, name):
-    """E[loss] = -(sum_i lambda_rec E_q log p(x_i | z) - beta N sum_d max(lambda, KL_d)), with the
-    reconstruction and KL_d in closed form, within 4 SE of 30 repeats; lambda lies between the
-    dimensions' KLs, so that some are raised and some are not."""
-    truth, x, vae = problem
+def free_bits_against_closed_form(vae, truth, x, name):
+    """Mean and SE of 30 free-bits losses and the closed-form expected loss
+    -(sum_i lambda_rec E_q log p(x_i | z) - beta N sum_d max(lambda, KL_d)); lambda lies between
+    the dimensions' KLs, so that some are raised and some are not."""
     n = x.shape[0]
     with torch.no_grad():
         loc, scale = diagonal_guide_params(vae, x)
@@ -247,11 +259,35 @@ def test_free_bits_objective_matches_the_closed_form(problem, name):
     )
     rec = truth.expected_log_likelihood(x, loc, scale).sum().item()
     exact = -(rec_w * rec - kl_w * n * kl_d.clamp(min=nats).sum().item())
-    se = draws.std().item() / math.sqrt(30)
-    assert abs(draws.mean().item() - exact) < 4 * se
-    # the clamp applied to the total KL instead of per dimension would be this far off
-    total = -(rec_w * rec - kl_w * n * max(kl_d.sum().item(), nats * 3))
-    assert abs(total - exact) > 20 * se
+    return draws.mean().item(), draws.std().item() / math.sqrt(30), exact
+
+
+@pytest.mark.parametrize("name", ["meanfield", "trace"])
+def test_free_bits_objective_matches_the_closed_form(problem, name):
+    truth, x, vae = problem
+    mean, se, exact = free_bits_against_closed_form(vae, truth, x, name)
+    assert abs(mean - exact) < 4 * se
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [
+        "clamp the total KL",  # max(lambda D, sum_d KL_d) instead of sum_d max(lambda, KL_d)
+        "clamp each data point",  # mean_i sum_d max(lambda, KL_id): not the batch average
+    ],
+)
+def test_free_bits_closed_form_test_catches_a_wrong_clamp(problem, monkeypatch, bug):
+    truth, x, vae = problem
+
+    def wrong(kl, nats):
+        n, d = kl.shape[-2:]
+        if bug == "clamp the total KL":
+            return n * kl.reshape(-1, d).mean(0).sum().clamp(min=nats * d)
+        return n * kl.reshape(-1, n, d).clamp(min=nats).sum(-1).mean()
+
+    monkeypatch.setattr(objectives, "free_bits_kl", wrong)
+    mean, se, exact = free_bits_against_closed_form(vae, truth, x, "meanfield")
+    assert abs(mean - exact) > 4 * se
 
 
 def test_free_bits_gradient_is_the_closed_form_gradient(problem):
