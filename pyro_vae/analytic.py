@@ -21,9 +21,9 @@ Everything below is exact:
 Densities come from ``torch.distributions``; shapes follow the data: ``x`` is (N, P), ``loc`` and
 ``scale`` are (N, D), and per-data-point results are (N,). Use float64 for checks.
 
-``linear_vae`` writes the same model with the library's parts (a ``vae.VAE`` with no hidden layers:
-linear decoder and encoder), so that ``checks.py`` checks the library's own code paths against the
-closed forms; ``set_exact_posterior_guide`` and ``set_perturbed_diagonal_guide`` set its encoder.
+This module imports torch alone: it is the ground truth, and must not depend on the library it
+checks. The same model written with the library's parts (``linear_vae`` and the guide setters) lives
+in ``analytic_models.py``.
 """
 
 import math
@@ -32,10 +32,6 @@ from typing import Optional, Tuple, Union
 
 import torch
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
-
-from .config import from_dict
-from .guides import MIN_SCALE, DiagonalGuide, FullRankGuide
-from .vae import VAE, build
 
 Scalar = Union[float, torch.Tensor]
 
@@ -170,6 +166,35 @@ class LinearGaussian:
         q = MultivariateNormal(loc, scale_tril=torch.diag_embed(scale))
         return kl_divergence(q, self.posterior_distribution(x))
 
+    def log_weight_second_moment(
+        self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        """log E_q[w^2] / p(x)^2 = log int p(z | x)^2 / q(z | x) dz per data point, for the
+        importance weights w = p(x, z) / q(z | x) of q = N(m, diag s^2). With P = Sigma^{-1},
+        Q = diag s^{-2}, A = 2P - Q (positive definite, else the variance is infinite: +inf)
+        and b = 2 P mu - Q m::
+
+            -log|Sigma| + 1/2 log|S| - 1/2 log|A| + 1/2 b^T A^{-1} b - mu^T P mu + 1/2 m^T Q m
+
+        For K draws, the delta-method SE of log p-hat tends to sqrt((E w^2 / p^2 - 1) / K) and
+        ESS / K to p(x)^2 / E w^2 (Kong 1992)."""
+        mean, covariance = self.posterior(x)
+        precision = torch.linalg.inv(covariance)
+        q_precision = torch.diag_embed(scale.pow(-2))
+        a = 2 * precision - q_precision
+        b = 2 * mean @ precision - loc * scale.pow(-2)
+        chol, info = torch.linalg.cholesky_ex(a)
+        solved = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
+        value = (
+            -torch.logdet(covariance)
+            + scale.log().sum(-1)
+            - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+            + 0.5 * (b * solved).sum(-1)
+            - (mean @ precision * mean).sum(-1)
+            + 0.5 * (loc.pow(2) * scale.pow(-2)).sum(-1)
+        )
+        return torch.where(info == 0, value, torch.full_like(value, math.inf))
+
     def elbo_grad(
         self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor
     ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -249,116 +274,22 @@ def ppca_maximum_likelihood(
     )
 
 
-# -- the same model written with the library's own parts ----------------------------------------
+# the fixtures moved to analytic_models.py; these names still resolve here, lazily, so that
+# ``import pyro_vae.analytic`` itself never imports the library
+_MOVED = (
+    "LINEAR_GUIDES",
+    "diagonal_guide_params",
+    "linear_vae",
+    "set_exact_posterior_guide",
+    "set_perturbed_diagonal_guide",
+    "softplus_inverse",
+    "true_model",
+)
 
 
-LINEAR_GUIDES = {"diagonal": DiagonalGuide, "full_rank": FullRankGuide}
+def __getattr__(name: str):
+    if name in _MOVED:
+        from . import analytic_models
 
-
-def _linear_encoder(vae: VAE, guide: str) -> Union[DiagonalGuide, FullRankGuide]:
-    encoder = vae.encoder
-    if type(encoder) is not LINEAR_GUIDES[guide] or len(encoder.trunk) > 0:
-        raise ValueError(
-            f"expected a VAE with a linear '{guide}' guide (from linear_vae(truth, '{guide}')), got "
-            f"{type(encoder).__name__} with {len(encoder.trunk)} trunk layers"
-        )
-    return encoder
-
-
-def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
-    """The x with softplus(x) = y (y > 0)."""
-    return y + torch.log(-torch.expm1(-y))
-
-
-def linear_vae(truth: LinearGaussian, guide: str = "full_rank") -> VAE:
-    """A float64 VAE on ``truth``'s device whose model is exactly ``truth``: linear decoder holding W
-    and b, the Gaussian likelihood at sigma, the standard normal prior; a linear ``guide``
-    (``diagonal`` or ``full_rank``) left at its random initialization."""
-    if guide not in LINEAR_GUIDES:
-        raise ValueError(
-            f"linear_vae takes the guide 'diagonal' or 'full_rank', got '{guide}'"
-        )
-    config = from_dict(
-        {
-            "model": {"latent_dim": truth.latent_dim, "hidden": []},
-            "prior": {"name": "standard_normal"},
-            "guide": {"name": guide},
-            "likelihood": {
-                "name": "gaussian",
-                "scale": truth.noise_scale.item(),
-                "learn_scale": False,
-            },
-        }
-    )
-    vae = build(config, truth.data_dim).double().to(truth.weight.device)
-    with torch.no_grad():
-        vae.decoder[0].weight.copy_(truth.weight)
-        vae.decoder[0].bias.copy_(truth.bias)
-        # the likelihood computed its raw scale in float32; set it again in float64
-        vae.likelihood.raw_scale.copy_(
-            softplus_inverse(truth.noise_scale.expand(truth.data_dim))
-        )
-    return vae
-
-
-def set_exact_posterior_guide(vae: VAE, truth: LinearGaussian) -> None:
-    """Make a linear ``full_rank`` guide the exact posterior: loc = mu(x) = G x + c, the Cholesky
-    factor of Sigma constant (zero weights, biases holding its softplus-inverted diagonal and its
-    strictly lower triangle)."""
-    encoder = _linear_encoder(vae, "full_rank")
-    gain, offset, covariance = truth.posterior_map()
-    tril = torch.linalg.cholesky(covariance)
-    with torch.no_grad():
-        encoder.loc.weight.copy_(gain)
-        encoder.loc.bias.copy_(offset)
-        encoder.raw_diag.weight.zero_()
-        encoder.raw_diag.bias.copy_(softplus_inverse(tril.diagonal() - MIN_SCALE))
-        encoder.off_diag.weight.zero_()
-        encoder.off_diag.bias.copy_(tril[encoder.rows, encoder.cols])
-
-
-def set_perturbed_diagonal_guide(
-    vae: VAE,
-    truth: LinearGaussian,
-    generator: torch.Generator,
-    spread: float = 0.3,
-    widen: float = 1.0,
-) -> None:
-    """Make a linear ``diagonal`` guide an imperfect one: the posterior mean map with relative noise
-    ``spread``, and scales that vary with x around the posterior marginal sd times ``widen``, randomly
-    mis-scaled by a factor exp(spread * N(0, 1))."""
-    encoder = _linear_encoder(vae, "diagonal")
-    gain, offset, covariance = truth.posterior_map()
-
-    def noise(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=generator, dtype=gain.dtype).to(
-            gain.device
-        )
-
-    d, p = gain.shape
-    sd = widen * covariance.diagonal().sqrt() * (spread * noise(d)).exp()
-    with torch.no_grad():
-        encoder.loc.weight.copy_(gain * (1 + spread * noise(d, p)))
-        encoder.loc.bias.copy_(offset + spread * noise(d))
-        encoder.raw_scale.weight.copy_(0.1 * spread * noise(d, p))
-        encoder.raw_scale.bias.copy_(softplus_inverse(sd - MIN_SCALE))
-
-
-def diagonal_guide_params(
-    vae: VAE, x: torch.Tensor
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The diagonal guide's loc and scale at ``x`` (with the graph to the encoder's parameters)."""
-    q = vae.encoder(x).base_dist
-    return q.loc, q.scale
-
-
-def true_model(
-    generator: torch.Generator,
-    data_dim: int = 6,
-    latent_dim: int = 2,
-    noise_scale: float = 0.5,
-) -> LinearGaussian:
-    """A random linear-Gaussian model (float64, on the CPU)."""
-    weight = torch.randn(data_dim, latent_dim, generator=generator, dtype=torch.float64)
-    bias = torch.randn(data_dim, generator=generator, dtype=torch.float64)
-    return LinearGaussian(weight, bias, noise_scale)
+        return getattr(analytic_models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

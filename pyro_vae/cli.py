@@ -31,6 +31,11 @@ FLAGS = {
     "lr_decay": "train.lr_decay",
     "beta": "train.beta",
     "kl_warmup_epochs": "train.kl_warmup_epochs",
+    "kl_schedule": "train.kl_schedule",
+    "kl_cycles": "train.kl_cycles",
+    "kl_cycle_ratio": "train.kl_cycle_ratio",
+    "free_bits": "train.free_bits",
+    "reconstruction_weight": "train.reconstruction_weight",
     "device": "train.device",
     "seed": "train.seed",
 }
@@ -81,6 +86,25 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="epochs of linear KL warm-up from 0 to beta",
     )
+    t.add_argument(
+        "--kl-schedule", help="linear (warm-up, default) or cyclical (Fu et al. 2019)"
+    )
+    t.add_argument("--kl-cycles", type=int, help="cyclical: cycles over the run")
+    t.add_argument(
+        "--kl-cycle-ratio",
+        type=float,
+        help="cyclical: share of each cycle spent rising to beta (default 0.5)",
+    )
+    t.add_argument(
+        "--free-bits",
+        type=float,
+        help="nats of KL per latent dimension that cost nothing (Kingma et al. 2016)",
+    )
+    t.add_argument(
+        "--reconstruction-weight",
+        type=float,
+        help="weight of the reconstruction term (1: the ELBO)",
+    )
     t.add_argument("--device", help="auto (CUDA when available), cpu, cuda")
     t.add_argument("--seed", type=int)
     t.add_argument(
@@ -126,7 +150,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="PNG path (default: RUN_DIR/samples.png)")
 
-    c = sub.add_parser("check", help="check every ELBO estimator against closed forms")
+    c = sub.add_parser(
+        "check", help="check every objective, guide, prior and SE against closed forms"
+    )
     c.add_argument("--device", default="cpu")
 
     li = sub.add_parser(

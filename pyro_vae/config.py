@@ -19,6 +19,12 @@ import tomli_w
 
 from .errors import ConfigError
 from .registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS, check_type, did_you_mean
+from .schedules import (
+    FREE_BITS_GUIDES,
+    FREE_BITS_OBJECTIVES,
+    FREE_BITS_PRIORS,
+    KL_SCHEDULES,
+)
 
 DATASETS = ("digits", "binarized-mnist", "mnist")
 ACTIVATIONS = ("tanh", "relu", "softplus", "elu", "gelu")
@@ -52,7 +58,12 @@ class TrainConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0  # the learning rate of epoch e is lr * lr_decay ** (e - 1)
     beta: float = 1.0
-    kl_warmup_epochs: int = 0
+    kl_warmup_epochs: int = 0  # the linear schedule's warm-up (0: beta throughout)
+    kl_schedule: str = "linear"  # or "cyclical" (Fu et al. 2019); see schedules.py
+    kl_cycles: int = 4  # cyclical: number of cycles over the whole run
+    kl_cycle_ratio: float = 0.5  # cyclical: share of each cycle spent rising to beta
+    free_bits: float = 0.0  # nats per latent dimension that cost nothing (0: off)
+    reconstruction_weight: float = 1.0  # lambda_rec, the scale of the "x" site
     device: str = "auto"
     seed: int = 0
     validate: bool = (
@@ -195,6 +206,7 @@ def validate(config: Config) -> None:
         t.kl_warmup_epochs >= 0,
         f"[train] kl_warmup_epochs must be >= 0 (0 turns warm-up off), got {t.kl_warmup_epochs}",
     )
+    _validate_weights(config)
     _require(t.seed >= 0, f"[train] seed must be >= 0, got {t.seed}")
     _require(
         t.device in DEVICES or t.device.startswith("cuda:"),
@@ -202,6 +214,56 @@ def validate(config: Config) -> None:
     )
     particles = config.objective.options.get("num_particles", 1)
     _require(particles >= 1, f"[objective] num_particles must be >= 1, got {particles}")
+
+
+def _validate_weights(config: Config) -> None:
+    """The KL schedule, free bits and the reconstruction weight (see schedules.py)."""
+    t = config.train
+    _require(
+        t.kl_schedule in KL_SCHEDULES,
+        f"unknown [train] kl_schedule '{t.kl_schedule}'"
+        f"{did_you_mean(t.kl_schedule, list(KL_SCHEDULES))}; valid: {', '.join(KL_SCHEDULES)}",
+    )
+    _require(
+        t.kl_schedule == "linear" or t.kl_warmup_epochs == 0,
+        f"[train] kl_warmup_epochs belongs to the linear schedule; with kl_schedule = "
+        f"'{t.kl_schedule}' set kl_cycles and kl_cycle_ratio instead (kl_warmup_epochs = 0)",
+    )
+    _require(t.kl_cycles >= 1, f"[train] kl_cycles must be >= 1, got {t.kl_cycles}")
+    _require(
+        math.isfinite(t.kl_cycle_ratio) and 0 < t.kl_cycle_ratio <= 1,
+        f"[train] kl_cycle_ratio must be in (0, 1] (the share of each cycle spent rising to "
+        f"beta), got {t.kl_cycle_ratio}",
+    )
+    _require(
+        math.isfinite(t.reconstruction_weight) and t.reconstruction_weight > 0,
+        f"[train] reconstruction_weight must be a finite number > 0 (1 is the plain ELBO), "
+        f"got {t.reconstruction_weight}",
+    )
+    objective = config.objective.name
+    _require(
+        t.reconstruction_weight == 1 or objective != "iwae",
+        "[train] reconstruction_weight scales the ELBO's reconstruction term, which the 'iwae' "
+        "bound does not have (it would temper p(x|z) inside the log-mean-exp); use 1 with iwae",
+    )
+    _require(
+        math.isfinite(t.free_bits) and t.free_bits >= 0,
+        f"[train] free_bits must be a number of nats >= 0 (0 turns it off), got {t.free_bits}",
+    )
+    if t.free_bits == 0:
+        return
+    _require(
+        objective in FREE_BITS_OBJECTIVES,
+        f"[train] free_bits needs an objective with a separate KL term "
+        f"({', '.join(FREE_BITS_OBJECTIVES)}), not '{objective}'; set free_bits = 0",
+    )
+    guide, prior = config.guide.name, config.prior.name
+    _require(
+        guide in FREE_BITS_GUIDES and prior in FREE_BITS_PRIORS,
+        f"[train] free_bits needs a KL that splits over latent dimensions: guide "
+        f"{' or '.join(FREE_BITS_GUIDES)} with prior {' or '.join(FREE_BITS_PRIORS)}, not "
+        f"guide '{guide}' with prior '{prior}'; set free_bits = 0 or change the pair",
+    )
 
 
 def packaged_configs() -> List[str]:

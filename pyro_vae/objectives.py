@@ -38,8 +38,10 @@ import torch
 from pyro.infer import ELBO
 from pyro.poutine.util import site_is_subsample
 
+from .errors import ConfigError
 from .marginal import log_prob_per_datapoint, trace_log_weights, vectorized_traces
 from .registry import OBJECTIVES
+from .schedules import free_bits_kl
 
 MAX_PLATE_NESTING = 1
 
@@ -257,6 +259,90 @@ def _warn_if_tempered(*traces) -> None:
             TemperedWeightsWarning,
             stacklevel=2,
         )
+
+
+class FreeBitsELBO(ELBO):
+    """The negative free-bits objective (Kingma et al. 2016; see schedules.py)::
+
+        -(sum_i lambda_rec E_q[log p(x_i | z)] - lambda_KL N sum_d max(lambda, KL_d))
+
+    with KL_d dimension d's KL(q(z_d | x) || p(z_d)) averaged over the mini-batch (and the
+    particles): in closed form with ``analytic_kl`` (as TraceMeanField_ELBO), else the Monte Carlo
+    log q(z_d | x) - log p(z_d) at the guide's draws (as Trace_ELBO). The weights are the scales
+    of the ``"x"`` and ``"z"`` sites. Every latent site must be a diagonal Gaussian in the guide
+    and in the model (the KL then splits over dimensions). Not compiled: ``jit`` is ignored.
+    """
+
+    def __init__(self, nats: float, num_particles: int = 1, analytic_kl: bool = False):
+        super().__init__(
+            num_particles=num_particles,
+            vectorize_particles=True,
+            max_plate_nesting=MAX_PLATE_NESTING,
+        )
+        self.nats = nats
+        self.analytic_kl = analytic_kl
+
+    def _get_trace(self, model, guide, args, kwargs):
+        return vectorized_traces(model, guide, self.num_particles, args, kwargs)
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
+        reconstruction, penalty = 0.0, 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample" or site_is_subsample(site):
+                continue
+            if site["is_observed"]:
+                reconstruction = reconstruction + site["log_prob"].sum()
+                continue
+            q_site = guide_trace.nodes[name]
+            q, p = _diagonal_normal(q_site["fn"], name), _diagonal_normal(
+                site["fn"], name
+            )
+            if self.analytic_kl:
+                kl = torch.distributions.kl_divergence(q, p)
+            else:
+                kl = q.log_prob(q_site["value"]) - p.log_prob(q_site["value"])
+            penalty = penalty + q_site["scale"] * free_bits_kl(kl, self.nats)
+        return -(reconstruction / self.num_particles - penalty)
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return self.differentiable_loss(model, guide, *args, **kwargs).item()
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return loss.item()
+
+
+def _diagonal_normal(fn, name: str) -> torch.distributions.Normal:
+    """The per-dimension Normal of a diagonal Gaussian site (``Normal(...).to_event(1)``)."""
+    base = getattr(fn, "base_dist", None)
+    if (
+        isinstance(fn, torch.distributions.Independent)
+        and fn.reinterpreted_batch_ndims == 1
+        and isinstance(base, torch.distributions.Normal)
+    ):
+        return base
+    raise ConfigError(
+        f"free bits needs diagonal Gaussians at site '{name}' in guide and model (the KL must "
+        f"split over latent dimensions), got {type(fn).__name__}; set train.free_bits = 0"
+    )
+
+
+def build_objective(config) -> ELBO:
+    """The loss ``fit`` optimizes: the configured objective from the registry, or, with
+    ``train.free_bits`` > 0, the free-bits objective with its particles (closed-form KL for
+    ``meanfield``)."""
+    name, options = config.objective.name, config.objective.options
+    if config.train.free_bits > 0:
+        OBJECTIVES.check_options(name, options)
+        return FreeBitsELBO(
+            config.train.free_bits,
+            options.get("num_particles", 1),
+            analytic_kl=name == "meanfield",
+        )
+    return OBJECTIVES.build(name, None, options)
 
 
 def _vectorized(cls: type, num_particles: int) -> ELBO:

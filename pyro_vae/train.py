@@ -25,7 +25,8 @@ from .config import Config
 from .data import Dataset
 from .diagnostics import elbo_terms
 from .errors import ConfigError, TrainingError
-from .registry import OBJECTIVES
+from .objectives import build_objective
+from .schedules import kl_weight, step_args
 from .vae import VAE
 
 CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = (
@@ -104,14 +105,6 @@ class ModuleOptimizer(pyro.optim.PyroOptim):
         self.optimizer.load_state_dict(state)
 
 
-def kl_weight(config: Config, step: int, steps_per_epoch: int) -> float:
-    """beta times the linear warm-up factor min(1, (step + 1) / warm-up steps)."""
-    t = config.train
-    if t.kl_warmup_epochs == 0:
-        return t.beta
-    return t.beta * min(1.0, (step + 1) / (t.kl_warmup_epochs * steps_per_epoch))
-
-
 def learning_rate(config: Config, epoch: int) -> float:
     """The learning rate of (1-based) ``epoch``: ``lr * lr_decay ** (epoch - 1)``."""
     return config.train.lr * config.train.lr_decay ** (epoch - 1)
@@ -121,17 +114,17 @@ def make_svi(vae: VAE, config: Config) -> Tuple[SVI, ModuleOptimizer]:
     """The ``SVI`` object that ``fit`` steps, and its optimizer: the configured objective and
     one Adam over the VAE's parameters (call it once the VAE is on its device)."""
     optimizer = ModuleOptimizer(vae, config.train.lr)
-    elbo = OBJECTIVES.build(config.objective.name, None, config.objective.options)
+    elbo = build_objective(config)
     return SVI(vae.model, vae.guide, optimizer, loss=elbo), optimizer
 
 
-def train_step(svi: SVI, x: torch.Tensor, weight: float) -> float:
-    """One SVI step on the mini-batch ``x`` with KL weight ``weight``; returns the loss.
-
-    The weight goes in as a 0-d tensor on ``x``'s device, made by a fill rather than a copy from
-    the host, so a JIT-compiled ELBO sees one argument signature whatever the warm-up does.
-    """
-    return svi.step(x, torch.full((), float(weight), device=x.device))
+def train_step(
+    svi: SVI, x: torch.Tensor, weight: float, reconstruction_weight: float = 1.0
+) -> float:
+    """One SVI step on the mini-batch ``x`` with KL weight ``weight`` and reconstruction weight
+    ``reconstruction_weight`` (0-d tensors on ``x``'s device: ``schedules.step_args``); returns
+    the loss."""
+    return svi.step(*step_args(x, weight, reconstruction_weight))
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -209,7 +202,10 @@ def fit(
                 global_step = (epoch - 1) * steps_per_epoch + step
                 weight = kl_weight(config, global_step, steps_per_epoch)
                 loss = train_step(
-                    svi, train_x[order[step * batch : (step + 1) * batch]], weight
+                    svi,
+                    train_x[order[step * batch : (step + 1) * batch]],
+                    weight,
+                    t.reconstruction_weight,
                 )
                 if not math.isfinite(loss):
                     raise TrainingError(

@@ -82,17 +82,31 @@ class VAE(nn.Module):
         for name in [n for n in store.keys() if n.startswith(self.pyro_name + ".")]:
             del store[name]
 
-    def model(self, x: torch.Tensor, kl_weight: Weight = 1.0) -> torch.Tensor:
-        """p(x, z) = p(z) p(x | z), ``x`` observed, one plate over the rows of ``x``."""
+    def model(
+        self,
+        x: torch.Tensor,
+        kl_weight: Weight = 1.0,
+        reconstruction_weight: Weight = 1.0,
+    ) -> torch.Tensor:
+        """p(x, z) = p(z) p(x | z), ``x`` observed, one plate over the rows of ``x``. The
+        ``"z"`` site is scaled by ``kl_weight``, the ``"x"`` site by ``reconstruction_weight``
+        (lambda_rec; see schedules.py)."""
         for name, part in self._model_parts:
             pyro.module(name, part)
         with pyro.plate(DATA_PLATE, x.shape[0]):
             with poutine.scale(scale=kl_weight):
                 z = pyro.sample(LATENT, self.prior())
-            return pyro.sample(OBSERVED, self.likelihood(self.decoder(z)), obs=x)
+            with poutine.scale(scale=reconstruction_weight):
+                return pyro.sample(OBSERVED, self.likelihood(self.decoder(z)), obs=x)
 
-    def guide(self, x: torch.Tensor, kl_weight: Weight = 1.0) -> torch.Tensor:
-        """q(z | x), amortized by the encoder."""
+    def guide(
+        self,
+        x: torch.Tensor,
+        kl_weight: Weight = 1.0,
+        reconstruction_weight: Weight = 1.0,
+    ) -> torch.Tensor:
+        """q(z | x), amortized by the encoder (``reconstruction_weight``, unused here, is the
+        model's argument: SVI passes both programs the same arguments)."""
         for name, part in self._guide_parts:
             pyro.module(name, part)
         with pyro.plate(DATA_PLATE, x.shape[0]):
