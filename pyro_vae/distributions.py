@@ -8,6 +8,7 @@
 """
 
 import math
+from typing import Optional
 
 import pyro.distributions as dist
 import torch
@@ -16,6 +17,9 @@ from torch.distributions import constraints
 LOG_2 = math.log(2.0)
 LOG_2PI = math.log(2.0 * math.pi)
 SERIES_BELOW = 0.1  # |l| below which the Taylor series replace the closed forms
+ACCUMULATE = (
+    torch.float64
+)  # the mixture's quadratic form is summed in at least this dtype
 
 
 def _small(logits: torch.Tensor):
@@ -157,10 +161,11 @@ class DiagonalNormalMixture(dist.TorchDistribution):
 
     then a logsumexp over k with log w: no (N, K, D) tensor, the cost that made
     ``MixtureSameFamily(Independent(Normal))`` the bulk of a VampPrior's time. The expansion
-    subtracts terms of size |z|^2/sigma^2 and |mu|^2/sigma^2; rounding in them is absolute, so
-    z and mu are first centred on the components' mean location and the quadratic form is
-    accumulated in float64 whatever the input dtype (float32 would lose about 1e-7 |z/sigma|^2
-    nats, 0.01 nats at |z/sigma| ~ 300), then cast back.
+    subtracts terms of size |z|^2/sigma^2 and |mu|^2/sigma^2, and rounding in them is
+    absolute: so z and mu are cast to float64 (``ACCUMULATE``) whatever the input dtype, centred
+    there on the components' mean location, and the quadratic form is summed in float64, then
+    cast back (in float32 it would lose about 1e-7 |z/sigma|^2 nats: 0.01 nats at
+    |z/sigma| ~ 300).
     """
 
     arg_constraints = {
@@ -203,29 +208,36 @@ class DiagonalNormalMixture(dist.TorchDistribution):
     def mean(self) -> torch.Tensor:
         return self.mixture_weights @ self.locs
 
-    def component_log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """log N(z; mu_k, sigma_k) for every z in ``value`` (..., D): shape (..., K)."""
+    def component_log_prob(
+        self, value: torch.Tensor, offset: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """log N(z; mu_k, sigma_k) (+ ``offset``_k) for every z in ``value`` (..., D): shape
+        (..., K). One matrix product [z^2, z, 1] . [-P/2, mu P, c]^T with P = 1/sigma^2 and
+        c = -1/2 sum_d mu^2 P - sum_d log sigma - (D/2) log 2 pi (+ offset), in float64.
+        """
         dtype = value.dtype
-        wide = torch.promote_types(dtype, torch.float64)
-        center = self.locs.detach().mean(0)
-        z = (value - center).to(wide)
-        z = z.reshape(-1, z.shape[-1])
-        locs = (self.locs - center).to(wide)
-        precision = self.scales.to(wide).pow(-2)
-        quad = (
-            (z * z) @ precision.T
-            - 2 * z @ (locs * precision).T
-            + (locs * locs * precision).sum(-1)
+        wide = torch.promote_types(dtype, ACCUMULATE)
+        center = self.locs.detach().to(wide).mean(0)
+        z = value.to(wide).reshape(-1, value.shape[-1]) - center
+        locs = self.locs.to(wide) - center
+        scales = self.scales.to(wide)
+        precision = scales.pow(-2)
+        const = -0.5 * (locs * locs * precision).sum(-1) - scales.log().sum(-1)
+        const = const - 0.5 * locs.shape[-1] * LOG_2PI
+        if offset is not None:
+            const = const + offset.to(wide)
+        features = torch.cat([z * z, z, torch.ones_like(z[:, :1])], -1)
+        coefficients = torch.cat(
+            [-0.5 * precision, locs * precision, const[:, None]], -1
         )
-        norm = self.scales.log().sum(-1) + 0.5 * self.locs.shape[-1] * LOG_2PI
-        out = (-0.5 * quad).to(dtype) - norm
+        out = (features @ coefficients.T).to(dtype)
         return out.reshape(value.shape[:-1] + out.shape[-1:])
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self._validate_args:
             self._validate_sample(value)
         log_w = torch.log_softmax(self.logits, -1)
-        return torch.logsumexp(self.component_log_prob(value) + log_w, -1)
+        return torch.logsumexp(self.component_log_prob(value, log_w), -1)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
