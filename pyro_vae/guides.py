@@ -89,8 +89,52 @@ class FlowGuide(DiagonalGuide):
         h = self.trunk(x)
         base = self.gaussian_from_features(h)
         return dist.TransformedDistribution(
-            base, [flow.condition(h) for flow in self.flows]
+            base, [condition(flow, h) for flow in self.flows]
         )
+
+
+class ContextFirstNN:
+    """A Pyro ``ConditionalAutoRegressiveNN`` conditioned on ``context``, with the context's
+    share of the first (masked linear) layer, W_c h + b, computed once instead of on every
+    call; the inputs' share W_x z is added to it by broadcasting. The same function of z as
+    ``partial(net, context=context)`` (tested), without concatenating the context to every
+    input. That matters where one context meets many inputs: a VampPrior's q(z | u_k) at N
+    codes inverts the flow one dimension at a time on (N, K, D) inputs, and Pyro's network
+    would concatenate the (N, K, F) expanded context on each of those D passes."""
+
+    def __init__(self, net: nn.Module, context: torch.Tensor):
+        self.net = net
+        first = net.layers[0]
+        weight = first.mask * first.weight
+        split = context.shape[-1]
+        self.input_weight = weight[:, split:]
+        self.context_part = F.linear(context, weight[:, :split], first.bias)
+        self.permutation = net.permutation
+        self.get_permutation = net.get_permutation
+
+    def __call__(self, x: torch.Tensor):
+        net = self.net
+        h = F.linear(x, self.input_weight) + self.context_part
+        for layer in net.layers[1:]:
+            h = layer(net.f(h))
+        if net.output_multiplier == 1:
+            return h
+        h = h.reshape(h.shape[:-1] + (net.output_multiplier, net.input_dim))
+        if net.count_params == 1:
+            return h
+        if net.all_ones:
+            return torch.unbind(h, dim=-2)
+        return tuple(h[..., s, :] for s in net.param_slices)
+
+
+def condition(flow: nn.Module, h: torch.Tensor):
+    """``flow.condition(h)``; for conditional affine autoregressive flows (IAF) without skip
+    connections, the same transform with :class:`ContextFirstNN` as its network."""
+    if isinstance(flow, T.ConditionalAffineAutoregressive) and (
+        getattr(flow.nn, "skip_layer", None) is None
+    ):
+        return T.AffineAutoregressive(ContextFirstNN(flow.nn, h), **flow.kwargs)
+    return flow.condition(h)
 
 
 def zero_last_layer(flow: nn.Module) -> nn.Module:
