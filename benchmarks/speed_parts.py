@@ -144,14 +144,13 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     k = args.num_samples or (20 if args.quick else 5000)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    pyro.enable_validation(False)
     x = data(max(10 * BATCH, images))
-    train_names = variants(["prior", "guide", "objective"])
-    train = interleaved({v: trainer(v, x) for v in train_names}, steps, rounds)
-    eval_names = variants(["prior", "guide"])
-    evaluation = interleaved(
-        {v: evaluator(v, x, k) for v in eval_names}, images, rounds
-    )
+    with pyro.validation_enabled(False):  # fit's default (train.validate = false)
+        train_names = variants(["prior", "guide", "objective"])
+        train = interleaved({v: trainer(v, x) for v in train_names}, steps, rounds)
+        eval_names = variants(["prior", "guide"])
+        runners = {v: evaluator(v, x, k) for v in eval_names}
+        evaluation = interleaved(runners, images, rounds)
     words = [Path(sys.argv[0]).as_posix()] + (sys.argv[1:] if argv is None else argv)
     summary = {
         "train": {v: round(r["ratio"], 3) for v, r in train.items() if v != "default"},
