@@ -54,6 +54,8 @@ class FullRankGuide(nn.Module):
         self.raw_diag = nn.Linear(arch.feature_dim, d)
         self.off_diag = nn.Linear(arch.feature_dim, d * (d - 1) // 2)
         rows, cols = torch.tril_indices(d, d, offset=-1)
+        self.register_buffer("rows", rows, persistent=False)  # off_diag's order
+        self.register_buffer("cols", cols, persistent=False)
         # flat positions in a d x d matrix: the strict lower triangle, then the diagonal
         flat = torch.cat([rows * d + cols, torch.arange(d) * (d + 1)])
         self.register_buffer("flat_positions", flat, persistent=False)
