@@ -53,17 +53,24 @@ class FullRankGuide(nn.Module):
         self.loc = nn.Linear(arch.feature_dim, d)
         self.raw_diag = nn.Linear(arch.feature_dim, d)
         self.off_diag = nn.Linear(arch.feature_dim, d * (d - 1) // 2)
-        self.register_buffer(
-            "rows", torch.tril_indices(d, d, offset=-1)[0], persistent=False
-        )
-        self.register_buffer(
-            "cols", torch.tril_indices(d, d, offset=-1)[1], persistent=False
-        )
+        rows, cols = torch.tril_indices(d, d, offset=-1)
+        self.register_buffer("rows", rows, persistent=False)  # off_diag's order
+        self.register_buffer("cols", cols, persistent=False)
+        # flat positions in a d x d matrix: the strict lower triangle, then the diagonal
+        flat = torch.cat([rows * d + cols, torch.arange(d) * (d + 1)])
+        self.register_buffer("flat_positions", flat, persistent=False)
 
     def scale_tril(self, h: torch.Tensor) -> torch.Tensor:
-        tril = torch.diag_embed(F.softplus(self.raw_diag(h)) + MIN_SCALE)
-        tril[..., self.rows, self.cols] = self.off_diag(h)
-        return tril
+        """L(x): the off-diagonal outputs and the softplus diagonal copied into a zero matrix
+        in one ``index_copy`` (a third of the time of a diagonal matrix plus an indexed
+        assignment, forward and backward, at batch 100 and d = 50)."""
+        d = self.loc.out_features
+        values = torch.cat(
+            [self.off_diag(h), F.softplus(self.raw_diag(h)) + MIN_SCALE], -1
+        )
+        tril = values.new_zeros(values.shape[:-1] + (d * d,))
+        tril = tril.index_copy(-1, self.flat_positions, values)
+        return tril.view(values.shape[:-1] + (d, d))
 
     def gaussian(self, x: torch.Tensor) -> dist.Distribution:
         h = self.trunk(x)
@@ -84,8 +91,52 @@ class FlowGuide(DiagonalGuide):
         h = self.trunk(x)
         base = self.gaussian_from_features(h)
         return dist.TransformedDistribution(
-            base, [flow.condition(h) for flow in self.flows]
+            base, [condition(flow, h) for flow in self.flows]
         )
+
+
+class ContextFirstNN:
+    """A Pyro ``ConditionalAutoRegressiveNN`` conditioned on ``context``, with the context's
+    share of the first (masked linear) layer, W_c h + b, computed once instead of on every
+    call; the inputs' share W_x z is added to it by broadcasting. The same function of z as
+    ``partial(net, context=context)`` (tested), without concatenating the context to every
+    input. That matters where one context meets many inputs: a VampPrior's q(z | u_k) at N
+    codes inverts the flow one dimension at a time on (N, K, D) inputs, and Pyro's network
+    would concatenate the (N, K, F) expanded context on each of those D passes."""
+
+    def __init__(self, net: nn.Module, context: torch.Tensor):
+        self.net = net
+        first = net.layers[0]
+        weight = first.mask * first.weight
+        split = context.shape[-1]
+        self.input_weight = weight[:, split:]
+        self.context_part = F.linear(context, weight[:, :split], first.bias)
+        self.permutation = net.permutation
+        self.get_permutation = net.get_permutation
+
+    def __call__(self, x: torch.Tensor):
+        net = self.net
+        h = F.linear(x, self.input_weight) + self.context_part
+        for layer in net.layers[1:]:
+            h = layer(net.f(h))
+        if net.output_multiplier == 1:
+            return h
+        h = h.reshape(h.shape[:-1] + (net.output_multiplier, net.input_dim))
+        if net.count_params == 1:
+            return h
+        if net.all_ones:
+            return torch.unbind(h, dim=-2)
+        return tuple(h[..., s, :] for s in net.param_slices)
+
+
+def condition(flow: nn.Module, h: torch.Tensor):
+    """``flow.condition(h)``; for conditional affine autoregressive flows (IAF) without skip
+    connections, the same transform with :class:`ContextFirstNN` as its network."""
+    if isinstance(flow, T.ConditionalAffineAutoregressive) and (
+        getattr(flow.nn, "skip_layer", None) is None
+    ):
+        return T.AffineAutoregressive(ContextFirstNN(flow.nn, h), **flow.kwargs)
+    return flow.condition(h)
 
 
 def zero_last_layer(flow: nn.Module) -> nn.Module:

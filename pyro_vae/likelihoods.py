@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributions import ContinuousBernoulliLogits
 from .errors import ConfigError, DataError
 from .networks import Architecture
 from .registry import LIKELIHOODS
@@ -92,12 +93,15 @@ class Bernoulli(Likelihood):
 
 
 class ContinuousBernoulli(Likelihood):
-    """Loaiza-Ganem & Cunningham (2019): the normalized density on [0, 1] for grey pixels."""
+    """Loaiza-Ganem & Cunningham (2019): the normalized density on [0, 1] for grey pixels,
+    log p(x | l) = x l - softplus(l) + log(l / tanh(l/2)), exact at any logit
+    (:class:`~pyro_vae.distributions.ContinuousBernoulliLogits`; torch's clamps its
+    probabilities, which breaks the normaliser past |l| ~ 16 in float32)."""
 
     name, unit_interval = "continuous_bernoulli", True
 
     def forward(self, out: torch.Tensor) -> dist.Distribution:
-        return dist.ContinuousBernoulli(logits=out).to_event(1)
+        return ContinuousBernoulliLogits(logits=out).to_event(1)
 
 
 class Gaussian(Likelihood):

@@ -2,12 +2,14 @@
 
 Every prior is an ``nn.Module`` whose ``forward()`` gives a distribution with batch shape ``()``
 and event shape ``(latent_dim,)``; the model's data plate broadcasts it. A prior never knows
-which guide it is paired with: the VampPrior receives an ``encode`` function (x -> a Gaussian
-over z) and nothing else.
+which guide it is paired with: the VampPrior receives the guide's ``encode`` functions (x -> a
+distribution over z) and nothing else. Mixtures of diagonal Gaussians (``mixture``, and
+``vamp`` with a diagonal guide) use :class:`~pyro_vae.distributions.DiagonalNormalMixture`,
+whose log-density is a few matrix products.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -15,18 +17,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributions import DiagonalNormalMixture, ExpandedMixture
 from .errors import ConfigError
 from .guides import zero_last_layer
 from .networks import Architecture
 from .registry import PRIORS
 
+Encode = Callable[[torch.Tensor], dist.Distribution]
+
 
 @dataclass(frozen=True)
 class PriorContext:
-    """What a prior may use: the sizes, and the guide's amortized Gaussian ``encode(x)``."""
+    """What a prior may use: the sizes, the guide's full posterior ``encode(x)`` = q(z | x)
+    (flows included), and ``encode_gaussian(x)``, its Gaussian part before any flow (the same
+    function when the guide has no flows)."""
 
     arch: Architecture
-    encode: Callable[[torch.Tensor], dist.Distribution]
+    encode: Encode
+    encode_gaussian: Optional[Encode] = None
+
+
+def mixture_of(
+    logits: torch.Tensor, components: dist.Distribution
+) -> dist.Distribution:
+    """The mixture sum_k softmax(logits)_k components_k of a batch (K,) of distributions:
+    :class:`DiagonalNormalMixture` (matrix products) when they are diagonal Gaussians,
+    :class:`ExpandedMixture` (each z against each component) otherwise."""
+    base = getattr(components, "base_dist", None)
+    if (
+        isinstance(components, dist.Independent)
+        and type(base) in (dist.Normal, torch.distributions.Normal)
+        and components.reinterpreted_batch_ndims == 1
+        and base.loc.dim() == 2
+    ):
+        loc, scale = torch.broadcast_tensors(base.loc, base.scale)
+        return DiagonalNormalMixture(logits, loc, scale)
+    return ExpandedMixture(dist.Categorical(logits=logits), components)
 
 
 class StandardNormal(nn.Module):
@@ -57,34 +83,68 @@ class Mixture(nn.Module):
         self.raw_scales = nn.Parameter(torch.full((num_components, latent_dim), 0.5413))
 
     def forward(self) -> dist.Distribution:
-        components = dist.Normal(self.locs, F.softplus(self.raw_scales)).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+        return DiagonalNormalMixture(
+            self.logits, self.locs, F.softplus(self.raw_scales)
+        )
 
 
 class VampPrior(nn.Module):
     """p(z) = (1/K) sum_k q(z | u_k) at K learned pseudo-inputs u_k (Tomczak & Welling 2018).
-    Pseudo-inputs live in [0, 1] (a sigmoid of free parameters). It runs the guide's encoder,
-    so the model registers the encoder too (``uses_encoder``)."""
+
+    ``components`` says which q: ``"posterior"`` (the paper's definition) is the guide's full
+    q(z | u_k), flows included; ``"gaussian"`` is the guide's Gaussian before its flows (a
+    cheaper prior that no longer matches the posterior family). For guides without flows the
+    two are the same density. A flow guide's density at an arbitrary z needs each flow's
+    inverse (sequential over the latent dimensions for IAF); flows without one (planar) are
+    refused with ``"posterior"``.
+
+    Pseudo-inputs live in [0, 1] (a sigmoid of free parameters). The prior runs the guide's
+    encoder on them, once per call of the model (shared by all its particles), so the model
+    registers the encoder too (``uses_encoder``)."""
 
     uses_encoder = True
 
     def __init__(
-        self, context: PriorContext, num_pseudo: int, init_mean: float, init_std: float
+        self,
+        context: PriorContext,
+        num_pseudo: int,
+        init_mean: float,
+        init_std: float,
+        components: str = "posterior",
     ):
         super().__init__()
-        self.encode = context.encode
+        self.components = components
+        if components == "gaussian":
+            self.encode = context.encode_gaussian or context.encode
+        else:
+            self.encode = context.encode
         pixels = init_mean + init_std * torch.randn(num_pseudo, context.arch.data_dim)
         self.raw_pseudo = nn.Parameter(torch.logit(pixels.clamp(1e-3, 1 - 1e-3)))
         self.register_buffer("weights", torch.zeros(num_pseudo))
+        if components == "posterior":
+            self._check_density_anywhere()
+
+    def _check_density_anywhere(self) -> None:
+        """Refuse a posterior whose density at an arbitrary z is not computable."""
+        with torch.no_grad():
+            q = self.encode(self.pseudo_inputs[:1])
+            try:
+                q.log_prob(self.raw_pseudo.new_zeros(q.batch_shape + q.event_shape))
+            except (NotImplementedError, KeyError):  # Pyro's planar flow: KeyError
+                flows = [type(t).__name__ for t in getattr(q, "transforms", [])]
+                raise ConfigError(
+                    "prior 'vamp' with components = \"posterior\" needs the guide's "
+                    f"density at any z, but its flows ({', '.join(flows) or type(q).__name__})"
+                    ' have no inverse: set prior.components = "gaussian" (mix the '
+                    "guide's Gaussian before its flows) or use an invertible flow guide"
+                ) from None
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:
         return torch.sigmoid(self.raw_pseudo)
 
     def forward(self) -> dist.Distribution:
-        return dist.MixtureSameFamily(
-            dist.Categorical(logits=self.weights), self.encode(self.pseudo_inputs)
-        )
+        return mixture_of(self.weights, self.encode(self.pseudo_inputs))
 
 
 class FlowPrior(nn.Module):
@@ -140,17 +200,25 @@ def vamp(
     num_pseudo: int = 500,
     init_mean: float = 0.05,
     init_std: float = 0.01,
+    components: str = "posterior",
 ) -> nn.Module:
     """VampPrior with ``num_pseudo`` learnable pseudo-inputs (Tomczak & Welling 2018), whose
     pixels start near ``init_mean`` (nearly black images, as in the paper). Pseudo-inputs that
     start as noise around 0.5, or as training images, let the posterior collapse (KL -> 0)
-    within a few epochs on digits and MNIST."""
+    within a few epochs on digits and MNIST. ``components``: ``"posterior"`` mixes the guide's
+    full q(z | u_k) (the paper's prior, flows included), ``"gaussian"`` the guide's Gaussian
+    before its flows (the same for guides without flows)."""
     _positive("vamp", "num_pseudo", num_pseudo)
+    if components not in ("posterior", "gaussian"):
+        raise ConfigError(
+            f'prior \'vamp\' option components must be "posterior" or "gaussian", '
+            f"got {components!r}"
+        )
     if not (0 < init_mean < 1 and init_std >= 0):
         raise ConfigError(
             f"prior 'vamp' needs 0 < init_mean < 1 and init_std >= 0, got {init_mean}, {init_std}"
         )
-    return VampPrior(context, num_pseudo, init_mean, init_std)
+    return VampPrior(context, num_pseudo, init_mean, init_std, components)
 
 
 @PRIORS.register("flow")

@@ -150,7 +150,7 @@ def build(config: Config, data_dim: int) -> VAE:
         )
         prior = PRIORS.build(
             config.prior.name,
-            PriorContext(arch, encoder.gaussian),
+            PriorContext(arch, encoder.forward, encoder.gaussian),
             config.prior.options,
         )
         decoder = arch.decoder()

@@ -8,6 +8,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import speed_eval  # noqa: E402
+import speed_parts  # noqa: E402
+
+from pyro_vae.registry import GUIDES, OBJECTIVES, PRIORS  # noqa: E402
 
 
 def test_speed_eval_runs_and_writes_its_figures(tmp_path):
@@ -25,3 +28,17 @@ def test_speed_eval_runs_and_writes_its_figures(tmp_path):
         assert one[name]["images_per_s"] > 0 and fresh[name]["images_per_s"] > 0
         assert fresh[name]["page_faults_per_image"] >= 0
     assert summary["ratio_vs_torch_fresh_processes"] > 0
+
+
+def test_speed_parts_quick_writes_a_ratio_for_every_part(tmp_path):
+    path = tmp_path / "parts.json"
+    summary = speed_parts.main(["--quick", "--json", str(path)])
+    written = json.loads(path.read_text())
+    assert written["train"] == summary["train"] and written["eval"] == summary["eval"]
+    parts = [f"prior={n}" for n in PRIORS.names() if n != "standard_normal"]
+    parts += [f"guide={n}" for n in GUIDES.names() if n != "diagonal"]
+    assert set(written["eval"]) == set(parts)
+    parts += [f"objective={n}" for n in OBJECTIVES.names() if n != "trace"]
+    assert set(written["train"]) == set(parts)
+    ratios = list(written["train"].values()) + list(written["eval"].values())
+    assert all(math.isfinite(r) and r > 0 for r in ratios)

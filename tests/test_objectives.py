@@ -24,6 +24,8 @@ COMPILED_ATTR = {
 
 def small_vae(objective: str, prior: str = "standard_normal", guide: str = "diagonal"):
     options = {"prior.num_pseudo": 7} if prior == "vamp" else {}
+    if prior == "vamp" and guide == "planar":  # no inverse: see priors.VampPrior
+        options["prior.components"] = "gaussian"
     config = cfg.load(
         None,
         {

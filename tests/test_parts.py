@@ -34,6 +34,8 @@ def part_overrides(prior, guide, objective):
     }
     if prior == "vamp":
         overrides["prior.num_pseudo"] = 4
+        if guide == "planar":  # no inverse: q(z | u_k) at any z is not computable
+            overrides["prior.components"] = "gaussian"
     return overrides
 
 
