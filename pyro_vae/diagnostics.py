@@ -27,6 +27,7 @@ from torch.distributions import (
     kl_divergence,
 )
 
+from .distributions import DiagonalNormalMixture
 from .marginal import vectorized_traces
 from .vae import LATENT, OBSERVED, VAE
 
@@ -125,6 +126,10 @@ def marginals(d: Distribution) -> Optional[Distribution]:
             return d.base_dist
     elif isinstance(d, MultivariateNormal):
         return Normal(d.loc, d.variance.sqrt())
+    elif isinstance(d, DiagonalNormalMixture):  # locs, scales (K, D)
+        loc, scale = d.locs.transpose(-1, -2), d.scales.transpose(-1, -2)
+        logits = d.logits.unsqueeze(-2).expand(loc.shape)
+        return MixtureSameFamily(Categorical(logits=logits), Normal(loc, scale))
     elif isinstance(d, MixtureSameFamily):
         parts = marginals(d.component_distribution)  # batch (..., K, D)
         if isinstance(parts, Normal):

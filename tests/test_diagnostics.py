@@ -10,8 +10,8 @@ from torch.distributions import MixtureSameFamily, Normal
 
 from pyro_vae import config as cfg
 from pyro_vae import diagnostics
-from pyro_vae.analytic import (
-    gaussian_kl_to_standard_normal,
+from pyro_vae.analytic import gaussian_kl_to_standard_normal
+from pyro_vae.analytic_models import (
     linear_vae,
     set_perturbed_diagonal_guide,
     softplus_inverse,
@@ -182,17 +182,15 @@ def test_diagonal_kl_per_dimension_is_closed_form_and_sums_to_the_kl(linear):
     assert method.startswith("closed form") and "sums to the KL" in method
 
 
-def quadrature_kl(q: Normal, p: MixtureSameFamily, d: int) -> torch.Tensor:
-    """KL(q_d || p_d) per row by the trapezoid rule on a fine grid (float64)."""
+def quadrature_kl(q: Normal, p, d: int) -> torch.Tensor:
+    """KL(q_d || p_d) per row by the trapezoid rule on a fine grid (float64), for a mixture
+    of diagonal Gaussians ``p`` with ``logits`` (K,), ``locs`` and ``scales`` (K, D)."""
     grid = torch.linspace(-12, 12, 20001, dtype=torch.float64)
     loc, scale = q.loc[:, d].double(), q.scale[:, d].double()
     log_q = Normal(loc[:, None], scale[:, None]).log_prob(grid)
     p_d = MixtureSameFamily(
-        torch.distributions.Categorical(logits=p.mixture_distribution.logits.double()),
-        Normal(
-            p.component_distribution.base_dist.loc[:, d].double(),
-            p.component_distribution.base_dist.scale[:, d].double(),
-        ),
+        torch.distributions.Categorical(logits=p.logits.double()),
+        Normal(p.locs[:, d].double(), p.scales[:, d].double()),
     )
     log_p = p_d.log_prob(grid)
     return torch.trapezoid(log_q.exp() * (log_q - log_p), grid, dim=-1)

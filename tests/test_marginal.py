@@ -13,7 +13,7 @@ import torch
 from pyro.ops.stats import fit_generalized_pareto
 
 from pyro_vae import marginal
-from pyro_vae.analytic import (
+from pyro_vae.analytic_models import (
     linear_vae,
     set_exact_posterior_guide,
     set_perturbed_diagonal_guide,
