@@ -1,15 +1,15 @@
 """Evaluate a trained run: importance-sampled log p(x), the bound ladder, and diagnostics."""
 
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import Config, from_dict
 from .data import Dataset, load
 from .diagnostics import active_units, elbo_terms, kl_per_dimension, rate_distortion
-from .marginal import log_marginal_likelihood
+from .marginal import MarginalEstimate, log_marginal_likelihood
 from .train import BEST_FILE, CHECKPOINT_FILE, resolve_device
 from .vae import VAE, build
 
@@ -40,23 +40,50 @@ def _mean_stderr(stderr: torch.Tensor):
     return (stderr.pow(2).sum().sqrt() / stderr.numel()).item()
 
 
+def _importance_sampled(
+    vae: VAE, x: torch.Tensor, k: int, seed: int, ctx: distributed.Context
+) -> MarginalEstimate:
+    """log p(x) at K = ``k`` per row, in blocks seeded by their index (see distributed.py),
+    this rank's blocks computed here and the rows of all ranks gathered."""
+    fields = distributed.blockwise(
+        lambda xb: log_marginal_likelihood(vae.model, vae.guide, xb, num_samples=k),
+        x,
+        seed,
+        distributed.default_block_size(k, x.device),
+        ctx,
+    )
+    return MarginalEstimate(**fields)
+
+
 def evaluate(
-    vae: VAE, x: torch.Tensor, num_samples: int = 1000, ladder: Sequence[int] = LADDER
+    vae: VAE,
+    x: torch.Tensor,
+    num_samples: int = 1000,
+    ladder: Sequence[int] = LADDER,
+    seed: int = 0,
+    ctx: Optional[distributed.Context] = None,
 ) -> Dict:
     """Mean per-data-point log p(x) (K = ``num_samples``) with its standard error, IWAE_K for
     each K in ``ladder`` below ``num_samples``, ELBO terms, KL per dimension, active units.
+
+    The draws are a function of ``seed`` and each row's index alone, so the result is the same
+    on one process and sharded over the ranks of ``ctx`` (every rank gets the whole report).
     """
-    estimate = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=num_samples)
+    ctx = ctx or distributed.Context(device=x.device)
+    estimate = _importance_sampled(vae, x, num_samples, seed, ctx)
     n = x.shape[0]
     iwae = {}
     for k in [k for k in ladder if k < num_samples]:
-        bound = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=k)
+        bound = _importance_sampled(vae, x, k, seed, ctx)
         iwae[str(k)] = {
             "value": bound.log_marginal.mean().item(),
             "stderr": _mean_stderr(bound.stderr),
         }
-    terms = elbo_terms(vae, x)
-    kl_dims = kl_per_dimension(vae, x)
+    with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
+        torch.manual_seed(seed)
+        terms = elbo_terms(vae, x)
+        kl_dims = kl_per_dimension(vae, x)
+        units = active_units(vae, x)["active_units"]
     return {
         "n": n,
         "num_samples": num_samples,
@@ -68,6 +95,6 @@ def evaluate(
         "kl": terms["kl"].mean().item(),
         **rate_distortion(terms),
         "iwae": iwae,
-        "active_units": active_units(vae, x)["active_units"],
+        "active_units": units,
         "kl_per_dim": None if kl_dims is None else kl_dims.tolist(),
     }
