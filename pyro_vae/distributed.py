@@ -98,8 +98,31 @@ def setup(device: torch.device) -> Context:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, rank=rank, world_size=world)
+        dist.init_process_group(
+            backend, rank=rank, world_size=world, store=_attempt_store(rank, world)
+        )
     return Context(rank, world, local, device)
+
+
+def _attempt_store(rank: int, world: int) -> Optional[dist.Store]:
+    """After an elastic restart, the rendezvous store under a prefix of its own.
+
+    torchrun's static rendezvous keeps one TCP store across restarts, and the workers of the
+    new attempt would read the dead workers' gloo addresses from it (connection refused); keys
+    under ``attempt<N>/`` belong to attempt N alone. ``None`` (the env:// default) otherwise.
+    """
+    count = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if count == 0:
+        return None
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world,
+        is_master=rank == 0 and not agent,
+        multi_tenant=True,
+    )
+    return dist.PrefixStore(f"attempt{count}/", store)
 
 
 def teardown() -> None:
@@ -145,9 +168,11 @@ class ELBOLoss(nn.Module):
         self.vae = vae
         self.elbo = elbo
         self.scale = scale
+        # the bound methods made once: a compiled (JIT) ELBO keys its graph on their ids
+        self.programs = (vae.model, vae.guide)
 
     def forward(self, *args) -> torch.Tensor:
-        loss = self.elbo.differentiable_loss(self.vae.model, self.vae.guide, *args)
+        loss = self.elbo.differentiable_loss(*self.programs, *args)
         return loss * self.scale if self.scale != 1.0 else loss
 
 

@@ -171,7 +171,7 @@ def fit(
     vae.to(device)
     vae.release_params()
     svi, optimizer = make_svi(vae, config)
-    if ctx.distributed or t.check_every > 1:  # DDP, or no host sync per step
+    if ctx.distributed or t.check_every > 1 or t.precision != "fp32":
         svi = distributed.tensor_svi(vae, optimizer, _objective(config, ctx), ctx)
     metrics: List[Dict] = []
     start_epoch = 1
@@ -285,9 +285,11 @@ def _check_finite(losses: torch.Tensor, first: int, last: int, epoch: int, lr: f
 
 
 def _objective(config: Config, ctx: distributed.Context):
-    """The configured ELBO, without TorchScript under DDP (DDP needs the eager graph)."""
+    """The configured ELBO, without TorchScript under DDP (DDP needs the eager graph) and under
+    autocast (torch.jit.trace cannot capture its casts of parameters)."""
     options = dict(config.objective.options)
-    if ctx.distributed and "jit" in OBJECTIVES.defaults(config.objective.name):
+    eager = ctx.distributed or config.train.precision != "fp32"
+    if eager and "jit" in OBJECTIVES.defaults(config.objective.name):
         options["jit"] = False
     return OBJECTIVES.build(config.objective.name, None, options)
 
