@@ -51,8 +51,7 @@ class Dataset:
     @property
     def shape(self) -> Tuple[int, ...]:
         """The shape of one example before flattening: (C, H, W) for images, (D,) otherwise.
-        Rows are stored flat (length ``data_dim``); a convolutional network reshapes them.
-        """
+        Rows are stored flat (length ``data_dim``); a convolutional network reshapes them."""
         if len(self.image_shape) == 2 and math.prod(self.image_shape) == self.data_dim:
             return (1, *self.image_shape)
         return (self.data_dim,)
