@@ -97,7 +97,11 @@ def setup(device: torch.device) -> Context:
         device = torch.device("cuda", local % torch.cuda.device_count())
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+        # NCCL refuses two ranks on one GPU: processes sharing a GPU talk through gloo
+        shared = (
+            int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > torch.cuda.device_count()
+        )
+        backend = "nccl" if device.type == "cuda" and not shared else "gloo"
         dist.init_process_group(
             backend, rank=rank, world_size=world, store=_attempt_store(rank, world)
         )

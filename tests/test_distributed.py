@@ -399,3 +399,30 @@ def test_torchrun_environment_without_a_rendezvous_is_refused(monkeypatch):
     with pytest.raises(ConfigError, match="launch with torchrun"):
         distributed.setup(torch.device("cpu"))
     assert training.resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.slow
+def test_the_gpu_check_script_runs_in_its_cpu_fallback(tmp_path):
+    """benchmarks/gpu_check.sh at tiny sizes on the CPU: every section runs and reports."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    env = {**environment(), "PYTHON": sys.executable, "TINY": "1"}
+    done = subprocess.run(
+        ["bash", str(script), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["tiny"] and not [k for k, v in report.items() if "error" in v]
+    assert report["gpu_tests"]["rc"] == 0
+    pair = report["two_processes"]
+    assert pair["train"]["rc"] == 0 and pair["evaluate"]["rc"] == 0
+    assert pair["world_sizes"] == [2] and pair["checkpoint_on_cpu"]
+    assert [s["batch_size"] for s in report["speed"]] == [100, 1000]
+    for s in report["speed"]:
+        assert s["library"]["steps_per_s"] > 0 and s["torch"]["steps_per_s"] > 0
+        assert s["library_no_host_sync"]["steps_per_s"] > 0
+    assert report["evaluation"]["images_per_s"] > 0
+    assert abs(report["bf16"]["difference"]) < 1.0  # nats, on a one-epoch model
