@@ -175,9 +175,9 @@ def fit(
         svi = distributed.tensor_svi(vae, optimizer, _objective(config, ctx), ctx)
     metrics: List[Dict] = []
     start_epoch = 1
+    run_dir = None if run_dir is None else Path(run_dir)
     writes = run_dir is not None and ctx.is_main  # only rank 0 writes the run directory
     if writes:
-        run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         state = _load_for_resume(run_dir, config, device)
