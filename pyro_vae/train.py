@@ -5,7 +5,8 @@ SVI steps on full mini-batches (the remainder is dropped, reshuffled next epoch)
 first non-finite loss, evaluate the ELBO's terms on the test set (and on a fixed slice of the
 training set), append a metrics row, and write the checkpoint atomically. A run directory holds
 ``config.toml``, ``metrics.jsonl`` and ``checkpoint.pt``; ``resume=True`` continues from it and,
-with the same seed on the CPU, produces the same numbers as an uninterrupted run.
+with the same seed on the CPU, produces the same numbers as an uninterrupted run. Under torchrun
+each rank steps its shard of every global batch and only rank 0 writes (see distributed.py).
 """
 
 import json
