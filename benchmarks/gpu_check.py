@@ -44,7 +44,7 @@ import speed_train  # noqa: E402
 from pyro_vae import config as cfg  # noqa: E402
 from pyro_vae import data, distributed  # noqa: E402
 from pyro_vae.diagnostics import elbo_terms  # noqa: E402
-from pyro_vae.evaluate import _importance_sampled  # noqa: E402
+from pyro_vae.evaluate import importance_sampled  # noqa: E402
 from pyro_vae.train import autocast, fit, make_svi, train_step  # noqa: E402
 from pyro_vae.vae import build  # noqa: E402
 
@@ -198,10 +198,10 @@ def evaluation(device: torch.device, tiny: bool, data_dir: str) -> Dict:
     )
     vae = build(config, 784).to(device).eval()
     ctx = distributed.Context(device=device)
-    _importance_sampled(vae, images["x"][:2], k, 0, ctx)  # warm-up
+    importance_sampled(vae, images["x"][:2], k, 0, ctx)  # warm-up
     sync(device)
     began = time.perf_counter()
-    estimate = _importance_sampled(vae, images["x"], k, 0, ctx)
+    estimate = importance_sampled(vae, images["x"], k, 0, ctx)
     sync(device)
     seconds = time.perf_counter() - began
     return {

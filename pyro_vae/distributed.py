@@ -263,7 +263,7 @@ def blockwise(
 ) -> Dict[str, Any]:
     """Run ``estimate`` (returning a dataclass of per-row tensors) on this rank's blocks of
     ``x``, each block's draws seeded by (seed, block index), and gather every tensor field over
-    all rows in order; other fields are taken from the last block. The global RNG is left as it
+    all rows in order; other fields are the first block's. The global RNG is left as it
     was."""
     n = x.shape[0]
     blocks = list(range(0, n, block_size))

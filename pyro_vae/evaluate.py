@@ -40,7 +40,7 @@ def _mean_stderr(stderr: torch.Tensor):
     return (stderr.pow(2).sum().sqrt() / stderr.numel()).item()
 
 
-def _importance_sampled(
+def importance_sampled(
     vae: VAE, x: torch.Tensor, k: int, seed: int, ctx: distributed.Context
 ) -> MarginalEstimate:
     """log p(x) at K = ``k`` per row, in blocks seeded by their index (see distributed.py),
@@ -70,11 +70,11 @@ def evaluate(
     on one process and sharded over the ranks of ``ctx`` (every rank gets the whole report).
     """
     ctx = ctx or distributed.Context(device=x.device)
-    estimate = _importance_sampled(vae, x, num_samples, seed, ctx)
+    estimate = importance_sampled(vae, x, num_samples, seed, ctx)
     n = x.shape[0]
     iwae = {}
     for k in [k for k in ladder if k < num_samples]:
-        bound = _importance_sampled(vae, x, k, seed, ctx)
+        bound = importance_sampled(vae, x, k, seed, ctx)
         iwae[str(k)] = {
             "value": bound.log_marginal.mean().item(),
             "stderr": _mean_stderr(bound.stderr),
