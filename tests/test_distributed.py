@@ -14,7 +14,7 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae import cli
+from pyro_vae import checkpoint, cli
 from pyro_vae import config as cfg
 from pyro_vae import data, distributed
 from pyro_vae import train as training
@@ -427,3 +427,29 @@ def test_the_gpu_check_script_runs_in_its_cpu_fallback(tmp_path):
         assert s["library_no_host_sync"]["steps_per_s"] > 0
     assert report["evaluation"]["images_per_s"] > 0
     assert abs(report["bf16"]["difference"]) < 1.0  # nats, on a one-epoch model
+
+
+def test_restore_rng_gives_each_rank_its_recorded_stream_or_a_derived_one():
+    """Rank r resumes rank r's recorded stream; a rank the checkpoint did not know (a run
+    resumed on more processes) starts the stream of (seed, rank, epoch)."""
+
+    def draws_after(state_of_rank):
+        checkpoint.set_rng_state(state_of_rank)
+        return torch.rand(4)
+
+    states = []
+    for r in range(2):
+        pyro.set_rng_seed(100 + r)
+        states.append(checkpoint.rng_state())
+    saved = {"epoch": 3, "rng": states[0], "rng_ranks": states}
+    expected = [draws_after(s) for s in states]
+    for r in range(2):
+        distributed.restore_rng(saved, distributed.Context(r, 2), seed=0)
+        assert torch.equal(torch.rand(4), expected[r])
+    distributed.restore_rng(saved, distributed.Context(2, 3), seed=0)
+    fresh = torch.rand(4)
+    pyro.set_rng_seed(distributed.rank_seed(0, 2, 3))
+    assert torch.equal(fresh, torch.rand(4))
+    # a one-process checkpoint (no rng_ranks) resumes rank 0 from its "rng"
+    distributed.restore_rng({"epoch": 3, "rng": states[1]}, distributed.Context(), 0)
+    assert torch.equal(torch.rand(4), expected[1])
