@@ -2,7 +2,10 @@
 
 ``torchrun`` starts one process per device and sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR`` and ``MASTER_PORT``; without them a run is one process (rank 0 of 1) and nothing
-here communicates. The process group uses NCCL on CUDA and gloo on the CPU.
+here communicates. The process group uses NCCL on CUDA (gloo when processes share a GPU, which
+NCCL refuses) and gloo on the CPU. After torchrun restarts failed workers (``--max-restarts``),
+the new attempt rendezvouses under a store prefix of its own and ``pyro-vae train`` resumes from
+the run's checkpoint.
 
 Training (``fit``): ``train.batch_size`` is the *global* batch B. Every rank draws the same
 seeded permutation (``train.epoch_order``) and takes rows [r B/N, (r+1) B/N) of each global
@@ -15,16 +18,20 @@ the single-process loss is a sum over the B rows, so each rank's loss is multipl
     (1/N) sum_r d(N L_r)/d theta = d(sum_r L_r)/d theta = d L_batch / d theta,
 
 the same step as one process on the whole batch. TorchScript-compiled ELBOs (``jit``) are not
-used under DDP (DDP's gradient hooks need the eager graph): ``jit`` is switched off there.
+used under DDP (DDP's gradient hooks need the eager graph) nor under bf16 autocast: ``jit`` is
+switched off there. ``TensorSVI.step`` returns the loss as a device tensor, so the loop needs
+no host synchronisation per step (``train.check_every``).
 
 Random streams: rank r seeds torch, NumPy and Python with ``rank_seed(seed, r)`` (rank 0 keeps
 ``seed``, so a one-process run is unchanged); the checkpoint records every rank's state and a
 resumed rank restores its own (a rank the checkpoint did not know starts a stream derived from
 the seed, its rank and the epoch).
 
-Evaluation: points are cut into blocks of ``block_size`` rows, whose draws come from a
-generator seeded by (seed, block index); ranks take whole blocks and the results are gathered
-in order, so a sharded evaluation equals a one-process one, draw for draw.
+Evaluation: points are cut into blocks of ``block_size`` rows (a function of K and the device
+type only), whose draws come from a generator seeded by (seed, block index); ranks take whole
+blocks round-robin and the per-row results are gathered in order (a sum of zero-filled
+tensors: exact), so a sharded evaluation equals a one-process one on the same kind of device,
+draw for draw.
 """
 
 import dataclasses
