@@ -3,8 +3,10 @@
 A checkpoint is a dict of tensors and plain Python values (loadable with
 ``torch.load(weights_only=True)``): the module's ``state_dict`` (parameters and buffers), the
 optimizer's state, the epoch, the metrics so far, the resolved config, and the RNG states of
-torch (CPU and CUDA), NumPy and Python. Tensors are saved on the CPU, so a checkpoint written
-on a GPU loads on a machine without one.
+torch (CPU and CUDA), NumPy and Python. A run under torchrun also saves ``rng_ranks``, every
+rank's RNG state in rank order (``rng`` is rank 0's), which ``distributed.restore_rng`` gives
+back to each rank on resume. Tensors are saved on the CPU, so a checkpoint written on a GPU
+loads on a machine without one.
 """
 
 import os

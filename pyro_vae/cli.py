@@ -179,11 +179,25 @@ def overrides(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def train(args: argparse.Namespace) -> None:
-    from . import data, plots
+    from . import distributed
+
+    try:
+        _train(args, distributed.main_process())
+    finally:
+        distributed.teardown()
+
+
+def _train(args: argparse.Namespace, main: bool) -> None:
+    """Train; under torchrun every rank trains, and only rank 0 (``main``) prints and plots."""
+    from . import data, distributed, plots
     from . import train as training
     from . import vae as vae_mod
 
     run_dir = Path(args.out)
+    if distributed.restarted() and (run_dir / training.CHECKPOINT_FILE).is_file():
+        args.resume = (
+            True  # torchrun restarted the workers: continue from the checkpoint
+        )
     if args.resume:
         saved = run_dir / training.CONFIG_FILE
         if not saved.is_file():
@@ -200,14 +214,22 @@ def train(args: argparse.Namespace) -> None:
         config = cfg.load(args.config, overrides(args))
     dataset = data.load(config.data)
     vae = vae_mod.build(config, dataset.data_dim)
-    print(
+    say = print if main else lambda *a, **k: None
+    say(
         f"training on {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images; "
         f"prior={config.prior.name} guide={config.guide.name} likelihood={config.likelihood.name} "
         f"objective={config.objective.name}; run directory {run_dir}"
     )
     metrics = training.fit(
-        vae, dataset, config, run_dir, resume=args.resume, progress=not args.no_progress
+        vae,
+        dataset,
+        config,
+        run_dir,
+        resume=args.resume,
+        progress=main and not args.no_progress,
     )
+    if not main:
+        return
     for row in metrics[-1:]:
         print(
             f"epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO {row['test_elbo']:.2f} "
@@ -234,22 +256,36 @@ def train(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from . import plots
+    from . import distributed
+
+    try:
+        _evaluate(args)
+    finally:
+        distributed.teardown()
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    """Evaluate; under torchrun the points are sharded over the ranks and rank 0 writes."""
+    from . import distributed, plots
     from .evaluate import evaluate as run_evaluation
     from .evaluate import load_run
 
     _, vae, dataset = load_run(Path(args.run_dir), args.device, best=args.best)
+    ctx = distributed.setup(next(vae.parameters()).device)
+    vae.to(ctx.device)
     x = dataset.split(args.split)
     if args.limit is not None:
         x = x[: args.limit]
     if args.num_samples < 1:
         raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
-    x = x.to(next(vae.parameters()).device)
+    x = x.to(ctx.device)
     result = {
         "split": args.split,
         "checkpoint": "best" if args.best else "last",
-        **run_evaluation(vae, x, args.num_samples),
+        **run_evaluation(vae, x, args.num_samples, ctx=ctx),
     }
+    if not ctx.is_main:
+        return
     run_dir = Path(args.run_dir)
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     if result["kl_per_dim"] is not None:

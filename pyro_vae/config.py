@@ -29,6 +29,7 @@ from .schedules import (
 DATASETS = ("digits", "binarized-mnist", "mnist")
 ACTIVATIONS = ("tanh", "relu", "softplus", "elu", "gelu")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class TrainConfig:
     validate: bool = (
         False  # Pyro's distribution/trace validation; slower, for debugging
     )
+    precision: str = "fp32"  # "bf16": bfloat16 autocast in the training step
+    check_every: int = 1  # steps between host synchronisations (loss NaN checks)
 
 
 PARTS = {
@@ -211,6 +214,14 @@ def validate(config: Config) -> None:
     _require(
         t.device in DEVICES or t.device.startswith("cuda:"),
         f"unknown device '{t.device}'; use auto (CUDA when available), cpu, cuda or cuda:N",
+    )
+    _require(
+        t.precision in PRECISIONS,
+        f"[train] precision must be one of {', '.join(PRECISIONS)}, got '{t.precision}'",
+    )
+    _require(
+        t.check_every >= 1,
+        f"[train] check_every must be >= 1 (steps between loss checks), got {t.check_every}",
     )
     particles = config.objective.options.get("num_particles", 1)
     _require(particles >= 1, f"[objective] num_particles must be >= 1, got {particles}")

@@ -5,7 +5,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import Config, from_dict
 from .data import Dataset, load
 from .diagnostics import (
@@ -15,7 +15,7 @@ from .diagnostics import (
     mutual_information,
     rate_distortion,
 )
-from .marginal import KHAT_UNRELIABLE, log_marginal_likelihood
+from .marginal import KHAT_UNRELIABLE, MarginalEstimate, log_marginal_likelihood
 from .train import BEST_FILE, CHECKPOINT_FILE, resolve_device
 from .vae import VAE, build
 
@@ -62,8 +62,35 @@ def khat_summary(khat: torch.Tensor) -> Dict[str, Optional[float]]:
     }
 
 
+def importance_sampled(
+    vae: VAE,
+    x: torch.Tensor,
+    k: int,
+    seed: int,
+    ctx: distributed.Context,
+    khat: bool = True,
+) -> MarginalEstimate:
+    """log p(x) at K = ``k`` per row, in blocks seeded by their index (see distributed.py),
+    this rank's blocks computed here and the rows of all ranks gathered."""
+    fields = distributed.blockwise(
+        lambda xb: log_marginal_likelihood(
+            vae.model, vae.guide, xb, num_samples=k, khat=khat
+        ),
+        x,
+        seed,
+        distributed.default_block_size(k, x.device),
+        ctx,
+    )
+    return MarginalEstimate(**fields)
+
+
 def evaluate(
-    vae: VAE, x: torch.Tensor, num_samples: int = 1000, ladder: Sequence[int] = LADDER
+    vae: VAE,
+    x: torch.Tensor,
+    num_samples: int = 1000,
+    ladder: Sequence[int] = LADDER,
+    seed: int = 0,
+    ctx: Optional[distributed.Context] = None,
 ) -> Dict:
     """Mean per-data-point log p(x) (K = ``num_samples``) with its standard error and the Pareto
     k-hat summary (points with k-hat > 0.7 have unreliable standard errors), IWAE_K for
@@ -71,22 +98,26 @@ def evaluate(
     KL it is), active units with each dimension's activity and its standard error, and the
     mutual information I(x; z) under q over the first ``MI_POINTS`` rows (``None`` for guides
     without a density at any z). See diagnostics.py for the definitions.
+
+    The draws are a function of ``seed`` and each row's index alone, so the result is the same
+    on one process and sharded over the ranks of ``ctx`` (every rank gets the whole report).
     """
-    estimate = log_marginal_likelihood(vae.model, vae.guide, x, num_samples=num_samples)
+    ctx = ctx or distributed.Context(device=x.device)
+    estimate = importance_sampled(vae, x, num_samples, seed, ctx)
     n = x.shape[0]
     iwae = {}
     for k in [k for k in ladder if k < num_samples]:
-        bound = log_marginal_likelihood(
-            vae.model, vae.guide, x, num_samples=k, khat=False
-        )
+        bound = importance_sampled(vae, x, k, seed, ctx, khat=False)
         iwae[str(k)] = {
             "value": bound.log_marginal.mean().item(),
             "stderr": _mean_stderr(bound.stderr),
         }
-    terms = elbo_terms(vae, x)
-    kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)
-    units = active_units(vae, x) if n >= 2 else None
-    info = mutual_information(vae, x[:MI_POINTS]) if n >= 2 else None
+    with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
+        torch.manual_seed(seed)
+        terms = elbo_terms(vae, x)
+        kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)
+        units = active_units(vae, x) if n >= 2 else None
+        info = mutual_information(vae, x[:MI_POINTS]) if n >= 2 else None
     return {
         "n": n,
         "num_samples": num_samples,

@@ -330,11 +330,14 @@ def _diagonal_normal(fn, name: str) -> torch.distributions.Normal:
     )
 
 
-def build_objective(config) -> ELBO:
+def build_objective(config, eager: bool = False) -> ELBO:
     """The loss ``fit`` optimizes: the configured objective from the registry, or, with
     ``train.free_bits`` > 0, the free-bits objective with its particles (closed-form KL for
-    ``meanfield``)."""
-    name, options = config.objective.name, config.objective.options
+    ``meanfield``). ``eager`` turns TorchScript off where the objective has a ``jit`` option.
+    """
+    name, options = config.objective.name, dict(config.objective.options)
+    if eager and "jit" in OBJECTIVES.defaults(name):
+        options["jit"] = False
     if config.train.free_bits > 0:
         OBJECTIVES.check_options(name, options)
         return FreeBitsELBO(

@@ -5,7 +5,8 @@ SVI steps on full mini-batches (the remainder is dropped, reshuffled next epoch)
 first non-finite loss, evaluate the ELBO's terms on the test set (and on a fixed slice of the
 training set), append a metrics row, and write the checkpoint atomically. A run directory holds
 ``config.toml``, ``metrics.jsonl`` and ``checkpoint.pt``; ``resume=True`` continues from it and,
-with the same seed on the CPU, produces the same numbers as an uninterrupted run.
+with the same seed on the CPU, produces the same numbers as an uninterrupted run. Under torchrun
+each rank steps its shard of every global batch and only rank 0 writes (see distributed.py).
 """
 
 import json
@@ -20,7 +21,7 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import Config
 from .data import Dataset
 from .diagnostics import elbo_terms
@@ -120,7 +121,7 @@ def make_svi(vae: VAE, config: Config) -> Tuple[SVI, ModuleOptimizer]:
 
 def train_step(
     svi: SVI, x: torch.Tensor, weight: float, reconstruction_weight: float = 1.0
-) -> float:
+) -> torch.Tensor:
     """One SVI step on the mini-batch ``x`` with KL weight ``weight`` and reconstruction weight
     ``reconstruction_weight`` (0-d tensors on ``x``'s device: ``schedules.step_args``); returns
     the loss."""
@@ -154,7 +155,8 @@ def fit(
     epoch; with ``resume``, first loads the checkpoint and continues after its epoch.
     """
     t = config.train
-    device = resolve_device(t.device)
+    ctx = distributed.setup(resolve_device(t.device))
+    device = ctx.device
     vae.likelihood.check_data(data.train, "the training data")
     vae.likelihood.check_data(data.test, "the test data")
     train_x, test_x = data.train.to(device), data.test.to(device)
@@ -163,20 +165,23 @@ def fit(
     vae.to(device)
     vae.release_params()
     svi, optimizer = make_svi(vae, config)
+    if ctx.distributed or t.check_every > 1 or t.precision != "fp32":
+        svi = distributed.tensor_svi(vae, optimizer, _objective(config, ctx), ctx)
     metrics: List[Dict] = []
     start_epoch = 1
-    if run_dir is not None:
-        run_dir = Path(run_dir)
+    run_dir = None if run_dir is None else Path(run_dir)
+    writes = run_dir is not None and ctx.is_main  # only rank 0 writes the run directory
+    if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         state = _load_for_resume(run_dir, config, device)
         vae.load_state_dict(state["model"])
         optimizer.set_state(state["optimizer"])
-        checkpoint.set_rng_state(state["rng"])
+        distributed.restore_rng(state, ctx, t.seed)
         metrics, start_epoch = state["metrics"], state["epoch"] + 1
     else:
-        pyro.set_rng_seed(t.seed)
-    if run_dir is not None:
+        pyro.set_rng_seed(distributed.rank_seed(t.seed, ctx.rank))
+    if writes:
         checkpoint.atomic_write_text(run_dir / CONFIG_FILE, config.to_toml())
 
     n = train_x.shape[0]
@@ -191,7 +196,7 @@ def fit(
             order = epoch_order(t.seed, epoch, n).to(device)
             lr = learning_rate(config, epoch)
             optimizer.set_lr(lr)
-            total = 0.0
+            losses = torch.zeros(steps_per_epoch, dtype=torch.float64, device=device)
             bar = tqdm(
                 range(steps_per_epoch),
                 desc=f"epoch {epoch}/{t.epochs}",
@@ -201,25 +206,25 @@ def fit(
             for step in bar:
                 global_step = (epoch - 1) * steps_per_epoch + step
                 weight = kl_weight(config, global_step, steps_per_epoch)
-                loss = train_step(
-                    svi,
-                    train_x[order[step * batch : (step + 1) * batch]],
-                    weight,
-                    t.reconstruction_weight,
-                )
-                if not math.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {loss} at epoch {epoch}, step {step + 1}; training "
-                        f"stopped and the last checkpoint (epoch {epoch - 1}) is intact. Likely "
-                        f"causes: a learning rate too high (now {lr:g}), data with extreme "
-                        f"values, or a likelihood scale near zero"
+                rows = train_x[order[step * batch : (step + 1) * batch]]
+                with autocast(device, t.precision):
+                    losses[step] = train_step(
+                        svi,
+                        distributed.shard(rows, ctx),
+                        weight,
+                        t.reconstruction_weight,
                     )
-                total += loss
-                if step % 50 == 0:
-                    bar.set_postfix(loss=f"{loss / batch:.2f}")
+                if (step + 1) % t.check_every == 0 or step + 1 == steps_per_epoch:
+                    _check_finite(losses, step + 1 - t.check_every, step, epoch, lr)
+                if progress and step % 50 == 0:
+                    bar.set_postfix(
+                        loss=f"{losses[step].item() * ctx.world_size / batch:.2f}"
+                    )
+            total = distributed.all_sum(losses.sum(), ctx).item()
             row = {
                 "epoch": epoch,
                 "lr": lr,
+                "world_size": ctx.world_size,
                 "train_objective": -total / (steps_per_epoch * batch),
             }
             row.update(_evaluate(vae, test_x, eval_x))
@@ -234,15 +239,18 @@ def fit(
             if analytic_kl is not None:
                 row["analytic_kl"] = analytic_kl
             metrics.append(row)
-            if run_dir is not None:
+            rng_ranks = distributed.gather_rng(ctx) if run_dir is not None else []
+            if writes:
                 state = {
                     "epoch": epoch,
                     "model": vae.state_dict(),
                     "optimizer": optimizer.get_state(),
-                    "rng": checkpoint.rng_state(),
+                    "rng": rng_ranks[0],
                     "metrics": metrics,
                     "config": config.to_dict(),
                 }
+                if ctx.distributed:  # every rank's stream, restored on resume
+                    state["rng_ranks"] = rng_ranks
                 checkpoint.save(run_dir / CHECKPOINT_FILE, state)
                 if valid_x is not None and row["valid_elbo"] >= max(
                     m.get("valid_elbo", -math.inf) for m in metrics
@@ -250,6 +258,37 @@ def fit(
                     checkpoint.save(run_dir / BEST_FILE, state)
                 _write_metrics(run_dir, metrics)
     return metrics
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast for ``precision = "bf16"`` (matrix products in bfloat16, reductions and
+    log-densities in float32 as autocast decides); a disabled context for ``"fp32"``."""
+    return torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=precision == "bf16"
+    )
+
+
+def _check_finite(losses: torch.Tensor, first: int, last: int, epoch: int, lr: float):
+    """Raise at the first non-finite loss among steps ``first..last`` (0-based; one host
+    synchronisation)."""
+    window = losses[max(first, 0) : last + 1]
+    bad = (~torch.isfinite(window)).nonzero()
+    if bad.numel():
+        step = max(first, 0) + int(bad[0])
+        raise TrainingError(
+            f"the loss became {losses[step].item()} at epoch {epoch}, step {step + 1}; "
+            f"training stopped and the last checkpoint (epoch {epoch - 1}) is intact. Likely "
+            f"causes: a learning rate too high (now {lr:g}), data with extreme values, or a "
+            f"likelihood scale near zero"
+        )
+
+
+def _objective(config: Config, ctx: distributed.Context):
+    """The configured ELBO, without TorchScript under DDP (DDP needs the eager graph) and under
+    autocast (torch.jit.trace cannot capture its casts of parameters)."""
+    return build_objective(
+        config, eager=ctx.distributed or config.train.precision != "fp32"
+    )
 
 
 def _evaluate(vae: VAE, test_x: torch.Tensor, eval_x: torch.Tensor) -> Dict[str, float]:

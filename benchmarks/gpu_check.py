@@ -1,0 +1,282 @@
+"""The GPU check: GPU tests, a 2-process NCCL run, speed against plain PyTorch, the full MNIST test
+set at K = 5000, the cost of the per-step host sync, and bf16 against fp32; one JSON file.
+
+Run it through ``benchmarks/gpu_check.sh`` (which bounds its time). Without CUDA it falls back to
+the CPU at tiny sizes (``--tiny``, what tests/test_distributed.py runs), so the script cannot rot.
+
+    python benchmarks/gpu_check.py --json OUT/gpu_check.json [--tiny] [--data-dir DIR]
+
+Sections of the JSON:
+
+- ``gpu_tests``: ``pytest -m gpu tests/test_gpu.py`` (exit status and pytest's summary line);
+- ``two_processes``: ``torchrun --nproc_per_node 2 -m pyro_vae.cli train`` on the device (NCCL on
+  two GPUs; on one GPU the two processes share it through gloo, since NCCL refuses two ranks on
+  one device), then ``pyro-vae evaluate`` sharded over the two, and that run's checkpoint
+  loaded on the CPU (the CUDA -> CPU round trip);
+- ``speed``: ``speed_train.compare`` at batch 100 and 1000 (the library's step against a plain
+  PyTorch VAE step on the same device), plus the library step with the loss kept on the device
+  (``TensorSVI``, as ``train.check_every > 1`` runs it) to measure the per-step ``loss.item()``;
+- ``evaluation``: seconds for importance-sampled log p(x) at K = 5000 on the 10,000 MNIST test
+  images (synthetic binary images of that size without the data), by the path ``pyro-vae
+  evaluate`` takes (blocks seeded by index);
+- ``bf16``: test ELBO of one trained model under bf16 autocast and in fp32 with the same draws,
+  the difference against the fp32 estimate's standard error.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import pyro
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import speed_train  # noqa: E402
+
+from pyro_vae import config as cfg  # noqa: E402
+from pyro_vae import data, distributed  # noqa: E402
+from pyro_vae.diagnostics import elbo_terms  # noqa: E402
+from pyro_vae.evaluate import importance_sampled  # noqa: E402
+from pyro_vae.train import autocast, fit, make_svi, train_step  # noqa: E402
+from pyro_vae.vae import build  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def command(args: List[str], timeout: float) -> Dict:
+    began = time.perf_counter()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    try:
+        done = subprocess.run(
+            args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        rc, out = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as err:
+        rc, out = 124, str(err)
+    lines = [line for line in out.splitlines() if line.strip()]
+    return {"rc": rc, "seconds": time.perf_counter() - began, "tail": lines[-6:]}
+
+
+def gpu_tests(timeout: float) -> Dict:
+    result = command(
+        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py"],
+        timeout,
+    )
+    result["summary"] = result["tail"][-1] if result["tail"] else ""
+    return result
+
+
+def two_processes(out: Path, device: torch.device, tiny: bool, timeout: float) -> Dict:
+    run = out / "two_process_run"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    epochs = "1" if tiny else "3"
+    train = command(
+        torchrun
+        + ["-m", "pyro_vae.cli", "train", "--epochs", epochs, "--device", device.type]
+        + ["--no-progress", "--overwrite", "--out", str(run)],
+        timeout,
+    )
+    evaluate = command(
+        torchrun
+        + ["-m", "pyro_vae.cli", "evaluate", str(run), "--device", device.type]
+        + ["--num-samples", "50" if tiny else "1000"],
+        timeout,
+    )
+    result = {"train": train, "evaluate": evaluate, "gpus": torch.cuda.device_count()}
+    metrics = run / "metrics.jsonl"
+    if metrics.is_file():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+        result["world_sizes"] = sorted({r["world_size"] for r in rows})
+        result["test_elbo"] = rows[-1]["test_elbo"]
+    report = run / "evaluation.json"
+    if report.is_file():
+        result["log_marginal"] = json.loads(report.read_text())["log_marginal"]
+    checkpoint = run / "checkpoint.pt"
+    if checkpoint.is_file():  # the CUDA -> CPU round trip of what the GPUs wrote
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        vae = build(cfg.from_dict(state["config"]), 64)
+        vae.load_state_dict(state["model"])
+        result["checkpoint_on_cpu"] = all(
+            p.device.type == "cpu" for p in vae.parameters()
+        )
+    return result
+
+
+def tensor_stepper(device: torch.device, batch: int):
+    """The library step with the loss left on the device (no ``loss.item()`` per step)."""
+    config = cfg.load(
+        None,
+        {
+            "model.latent_dim": speed_train.LATENT,
+            "model.hidden": list(speed_train.HIDDEN),
+            "train.batch_size": batch,
+        },
+    )
+    vae = build(config, speed_train.DATA_DIM).to(device)
+    vae.release_params()
+    svi, optimizer = make_svi(vae, config)
+    from pyro_vae.train import _objective
+
+    ctx = distributed.Context(device=device)
+    svi = distributed.tensor_svi(vae, optimizer, _objective(config, ctx), ctx)
+    x, steps_per_epoch, orders = speed_train._data(device, batch)
+
+    def step(i: int) -> torch.Tensor:
+        epoch, s = divmod(i, steps_per_epoch)
+        return train_step(svi, x[orders(epoch)[s * batch : (s + 1) * batch]], 1.0)
+
+    return step
+
+
+def steps_per_s(step, steps: int, device: torch.device) -> float:
+    for i in range(max(3, steps // 4)):
+        step(i)
+    sync(device)
+    began = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    sync(device)
+    return steps / (time.perf_counter() - began)
+
+
+def speed(device: torch.device, tiny: bool) -> List[Dict]:
+    results = []
+    for batch in (100, 1000):
+        rounds, steps = (1, 3) if tiny else (5, 50)
+        result = speed_train.compare(
+            device, batch, rounds, steps, warmup=steps, eager=False
+        )
+        pyro.clear_param_store()
+        no_sync = steps_per_s(tensor_stepper(device, batch), steps * rounds, device)
+        result["library_no_host_sync"] = {
+            "steps_per_s": no_sync,
+            "ratio_vs_library": no_sync / result["library"]["steps_per_s"],
+        }
+        results.append(result)
+    return results
+
+
+def test_images(data_dir: str, n: int, device: torch.device) -> Dict:
+    try:
+        ds = data.load(
+            cfg.load(
+                None, {"data.dataset": "binarized-mnist", "data.data_dir": data_dir}
+            ).data
+        )
+        x, source = ds.test[:n], "binarized-mnist test set"
+    except Exception:  # no data: synthetic binary images of MNIST's size
+        x = (
+            torch.rand(n, 784, generator=torch.Generator().manual_seed(1)) < 0.2
+        ).float()
+        source = "synthetic"
+    return {"x": x.to(device), "source": source}
+
+
+def evaluation(device: torch.device, tiny: bool, data_dir: str) -> Dict:
+    n, k = (20, 50) if tiny else (10_000, 5000)
+    images = test_images(data_dir, n, device)
+    config = cfg.load(
+        None,
+        {
+            "model.latent_dim": speed_train.LATENT,
+            "model.hidden": list(speed_train.HIDDEN),
+        },
+    )
+    vae = build(config, 784).to(device).eval()
+    ctx = distributed.Context(device=device)
+    importance_sampled(vae, images["x"][:2], k, 0, ctx)  # warm-up
+    sync(device)
+    began = time.perf_counter()
+    estimate = importance_sampled(vae, images["x"], k, 0, ctx)
+    sync(device)
+    seconds = time.perf_counter() - began
+    return {
+        "images": n,
+        "num_samples": k,
+        "source": images["source"],
+        "seconds": seconds,
+        "images_per_s": n / seconds,
+        "mean_log_marginal_untrained": estimate.log_marginal.mean().item(),
+    }
+
+
+def bf16(device: torch.device, tiny: bool) -> Dict:
+    """One fp32-trained digits model; its test ELBO with the same draws in bf16 and fp32."""
+    config = cfg.load(
+        None, {"train.epochs": 1 if tiny else 20, "train.device": device.type}
+    )
+    ds = data.load(config.data)
+    vae = build(config, ds.data_dim)
+    pyro.clear_param_store()
+    fit(vae, ds, config)
+    x = ds.test.to(device)
+    values = {}
+    for precision in ("fp32", "bf16"):
+        pyro.set_rng_seed(0)
+        with autocast(device, precision), torch.no_grad():
+            values[precision] = elbo_terms(vae, x)["elbo"].float()
+    se = (values["fp32"].std() / values["fp32"].numel() ** 0.5).item()
+    diff = (values["bf16"].mean() - values["fp32"].mean()).item()
+    return {
+        "fp32_elbo": values["fp32"].mean().item(),
+        "bf16_elbo": values["bf16"].mean().item(),
+        "difference": diff,
+        "fp32_stderr": se,
+        "within_one_se": abs(diff) < se,
+    }
+
+
+def main(argv=None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument(
+        "--tiny", action="store_true", help="CPU-fallback sizes (seconds)"
+    )
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--step-timeout", type=float, default=240)
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = args.json.parent
+    out.mkdir(parents=True, exist_ok=True)
+    summary: Dict = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "tiny": args.tiny,
+    }
+    sections = {
+        "gpu_tests": lambda: gpu_tests(args.step_timeout),
+        "two_processes": lambda: two_processes(
+            out, device, args.tiny, args.step_timeout
+        ),
+        "speed": lambda: speed(device, args.tiny),
+        "evaluation": lambda: evaluation(device, args.tiny, args.data_dir),
+        "bf16": lambda: bf16(device, args.tiny),
+    }
+    for name, section in sections.items():
+        began = time.perf_counter()
+        try:
+            summary[name] = section()
+        except (
+            Exception
+        ) as err:  # report and go on: one failed section must not hide the rest
+            summary[name] = {"error": f"{type(err).__name__}: {err}"}
+        summary.setdefault("seconds", {})[name] = time.perf_counter() - began
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
