@@ -299,7 +299,6 @@ def sample(args: argparse.Namespace) -> None:
 
     from . import plots
     from .evaluate import load_run
-
     from .rundir import check_writable
 
     if not 1 <= args.num <= MAX_SAMPLES:
