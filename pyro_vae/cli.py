@@ -188,6 +188,9 @@ def _train(args: argparse.Namespace, run) -> None:
                 f"nothing to resume in '{run_dir}': it has no {training.CONFIG_FILE}"
             )
         config = cfg.load(args.config or str(saved), overrides(args))
+        run.check_resume(
+            config
+        )  # before loading data: a changed config, a finished run
     else:
         if run.has_run() and not args.overwrite:
             raise ConfigError(

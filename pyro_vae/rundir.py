@@ -154,16 +154,21 @@ class RunDir:
         """Begin a run: with ``resume`` the checkpoint to continue from (checked against
         ``config`` and the model's shapes), else move any previous run aside. Writes
         ``config.toml``."""
-        state = self.resumable(config, expected_model) if resume else None
-        if not resume:
+        if resume:
+            state = self.check_resume(config)
+            checkpoint.check_fits(
+                self.path / CHECKPOINT_FILE, state["model"], expected_model
+            )
+        else:
+            state = None
             self.move_aside()
         checkpoint.atomic_write_text(self.path / CONFIG_FILE, config.to_toml())
         fault_point("config-written")
         return state
 
-    def resumable(
-        self, config: Config, expected_model: Dict[str, torch.Tensor]
-    ) -> Dict[str, Any]:
+    def check_resume(self, config: Config) -> Dict[str, Any]:
+        """The checkpoint to resume with ``config`` (repaired first); refuses a changed
+        config (other than :data:`RESUMABLE`) and a run that has finished its epochs."""
         path = self.path / CHECKPOINT_FILE
         if not path.is_file():
             raise TrainingError(
@@ -178,7 +183,6 @@ class RunDir:
                 f"{', '.join(changed)}; only {' and '.join(RESUMABLE)} may change when "
                 f"resuming (start a new run with another --out for other changes)"
             )
-        checkpoint.check_fits(path, state["model"], expected_model)
         if state["epoch"] >= config.train.epochs:
             raise TrainingError(
                 f"the run in '{self.path}' already finished {state['epoch']} epochs (its "
