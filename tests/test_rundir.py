@@ -360,3 +360,33 @@ def test_sigint_while_starting_is_one_line(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode in (130, -signal.SIGINT)
     assert err == "interrupted while starting; nothing was written\n"
+
+
+def test_the_nets_catch_what_they_are_for(tmp_path, capsys, monkeypatch):
+    """Injected bugs: without repair a kill's leftovers stay (assert_consistent fails);
+    without flock a second writer gets in."""
+    data = write_amat(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(tiny(data, "--epochs", "2", "--out", str(run))) == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines(True)
+    (run / "metrics.jsonl").write_text(lines[0])
+    (run / ".checkpoint.pt.zz.tmp").write_bytes(b"torn")
+    monkeypatch.setattr(rundir.RunDir, "repair", lambda self: None)
+    monkeypatch.setattr(rundir.RunDir, "recover", lambda self: None)
+    with rundir.opened(run) as held:
+        held.repair()
+    with pytest.raises(AssertionError):
+        assert_consistent(run)
+    monkeypatch.undo()
+    with rundir.opened(run) as held:
+        held.repair()
+    assert_consistent(run)
+
+    first = rundir.RunDir.acquire(run)
+    try:
+        with pytest.raises(rundir.TrainingError, match="in use by another"):
+            rundir.RunDir.acquire(run)
+        monkeypatch.setattr(rundir.fcntl, "flock", lambda fd, how: None)
+        rundir.RunDir.acquire(run).release()  # the net is gone: no error
+    finally:
+        first.release()
