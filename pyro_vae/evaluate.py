@@ -7,7 +7,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from . import checkpoint, rundir
-from .config import Config, from_dict
+from .config import Config, check_size, from_dict
 from .data import Dataset, load
 from .diagnostics import active_units, elbo_terms, kl_per_dimension, rate_distortion
 from .errors import ConfigError, TrainingError
@@ -52,6 +52,7 @@ def load_run(
             config, data=dataclasses.replace(config.data, data_dir=data_dir)
         )
     data = load(config.data)
+    check_size(config, data.data_dim)
     vae = build(config, data.data_dim)
     checkpoint.check_fits(path, state["model"], vae.state_dict())
     vae.load_state_dict(state["model"])

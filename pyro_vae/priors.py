@@ -160,8 +160,9 @@ def flow(
     num_flows: int = 2,
     flow_hidden: Optional[Sequence[int]] = None,
 ) -> nn.Module:
-    """A learnable normalizing flow (masked autoregressive) on N(0, I). Unset
-    ``flow_hidden`` is ``[max(128, 2 * latent_dim)]``."""
+    """A learnable normalizing flow (masked autoregressive) on N(0, I).
+
+    Unset ``flow_hidden`` is ``[max(128, 2 * latent_dim)]``."""
     _positive("flow", "num_flows", num_flows)
     latent = context.arch.latent_dim
     hidden = flow_widths("prior 'flow'", flow_hidden, latent, autoregressive=True)
