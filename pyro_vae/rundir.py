@@ -13,8 +13,9 @@ A run directory holds
 * ``config.toml``: the run's resolved config, written when a run starts or resumes.
 * ``.lock``: ``flock``-ed by the one process that writes the run (a second gets an error).
 * ``.replaced/``: the previous run while a new run (``--overwrite``) has not committed its
-  first epoch. The first commit deletes it; a start that finds it without a checkpoint puts
-  the previous run back. ``.replaced.partial/`` is the same while the move is under way.
+  first epoch. The first commit deletes it; a start that finds it without a checkpoint
+  deletes the new run's files and puts the previous run back. ``.replaced.partial/`` holds
+  the previous run's files while they move (aside, or back): a start moves them back.
 
 Temporary files (``.NAME.XXXX.tmp``) left by a killed process are deleted on the next start.
 """
@@ -92,7 +93,11 @@ class RunDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         run = cls(path, fd)
-        run.recover()
+        try:
+            run.recover()
+        except BaseException:
+            run.release()
+            raise
         return run
 
     def release(self) -> None:
@@ -108,17 +113,16 @@ class RunDir:
             if p.name.startswith(".") and p.name.endswith(checkpoint.TMP_SUFFIX):
                 p.unlink(missing_ok=True)
         partial, replaced = self.path / REPLACING, self.path / REPLACED
-        if partial.is_dir():  # killed while moving the old run aside: move it back
-            _move_all(partial, self.path)
-            partial.rmdir()
         if replaced.is_dir():
             if (self.path / CHECKPOINT_FILE).is_file():  # the new run has committed
                 shutil.rmtree(replaced)
             else:  # killed before the new run's first commit: the old run comes back
-                for name in RUN_FILES:
+                for name in RUN_FILES:  # the new run's files, none of them committed
                     _remove(self.path / name)
-                _move_all(replaced, self.path)
-                replaced.rmdir()
+                replaced.rename(partial)  # from here on, moving back deletes nothing
+        if partial.is_dir():  # the old run's files, some of them already moved
+            _move_all(partial, self.path)
+            partial.rmdir()
 
     def repair(self) -> Optional[Dict[str, Any]]:
         """Rewrite ``metrics.jsonl`` and ``best.pt`` from the committed checkpoint (a kill

@@ -390,3 +390,32 @@ def test_the_nets_catch_what_they_are_for(tmp_path, capsys, monkeypatch):
         rundir.RunDir.acquire(run).release()  # the net is gone: no error
     finally:
         first.release()
+
+
+def test_a_start_that_dies_while_putting_the_old_run_back_loses_nothing(
+    tmp_path, monkeypatch
+):
+    run = tmp_path / "run"
+    (run / rundir.REPLACED).mkdir(parents=True)
+    old = {
+        "best.pt": b"old best",
+        "checkpoint.pt": b"old ckpt",
+        "config.toml": b"old config",
+        "metrics.jsonl": b"1\n",
+    }
+    for name, data in old.items():  # a replacement that never committed
+        (run / rundir.REPLACED / name).write_bytes(data)
+    (run / "config.toml").write_bytes(b"new config")
+    real_move = rundir._move_all
+
+    def dies_after_one(source, target):  # the process dies after moving one file back
+        first = sorted(source.iterdir())[0]
+        first.rename(target / first.name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir, "_move_all", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.RunDir.acquire(run)
+    monkeypatch.setattr(rundir, "_move_all", real_move)
+    rundir.RunDir.acquire(run).release()  # the next start
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == old
