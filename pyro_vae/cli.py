@@ -248,6 +248,7 @@ def _existing_run(run_dir: Path, writable: bool) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     from . import plots
+    from .checkpoint import atomic_write_text
     from .evaluate import evaluate as run_evaluation
     from .evaluate import load_run
 
@@ -276,7 +277,7 @@ def evaluate(args: argparse.Namespace) -> None:
         **run_evaluation(vae, x, args.num_samples),
     }
     run_dir = Path(args.run_dir)
-    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(run_dir / "evaluation.json", json.dumps(result, indent=2) + "\n")
     if result["kl_per_dim"] is not None:
         import torch
 
