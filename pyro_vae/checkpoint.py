@@ -162,7 +162,8 @@ def load(
             f"so it was not loaded (loading it could run code)"
         ) from None
     except Exception as err:  # torch raises several types for a torn file
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err)
+        text = str(err).strip() or type(err).__name__
+        first = text.splitlines()[0].split(". ")[0]  # torch's first sentence, no advice
         raise TrainingError(
             f"checkpoint '{path}' is truncated or corrupt ({first}); resume from a copy or "
             f"train again"
