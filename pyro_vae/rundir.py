@@ -198,7 +198,16 @@ class RunDir:
         """Commit one epoch: replace ``checkpoint.pt`` atomically, then derive the rest."""
         fault_point("before-commit")
         path = self.path / CHECKPOINT_FILE
-        checkpoint.save(path, state)
+        try:
+            checkpoint.save(path, state)
+        except StorageError as err:  # the previous commit is untouched
+            kept = (
+                f", then resume with --resume (epoch {state['epoch'] - 1}'s checkpoint "
+                f"is intact)"
+                if path.exists()
+                else " (no epoch was saved)"
+            )
+            raise StorageError(f"{err}{kept}") from None
         fault_point("committed")
         if (self.path / REPLACED).exists():
             shutil.rmtree(self.path / REPLACED)

@@ -170,9 +170,14 @@ def test_a_full_disk_says_so_keeps_the_last_checkpoint_and_leaves_no_temporaries
     run = tmp_path / "run"
     _no_space_on_fsync(monkeypatch, fail_at)
     assert main(["train", *FAST, "--epochs", "3", "--out", str(run)]) == 1
+    kept = (
+        ", then resume with --resume (epoch 1's checkpoint is intact)"
+        if fail_at == 4
+        else " (no epoch was saved)"
+    )
     assert one_line(capsys) == (
         f"cannot write '{run / 'checkpoint.pt'}': the disk is full (or the quota is used "
-        f"up); free some space"
+        f"up); free some space{kept}"
     )
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     if fail_at == 4:
@@ -212,9 +217,14 @@ def test_a_real_full_tmpfs_of_200k(tmpfs, capsys, hidden, epoch_kept):
     argv = ["train", *FAST, "--set", f"model.hidden={hidden}", "--epochs", "6"]
     assert main([*argv, "--out", str(run)]) == 1
     err = one_line(capsys)
+    kept = (
+        " (no epoch was saved)"
+        if epoch_kept is None
+        else f", then resume with --resume (epoch {epoch_kept}'s checkpoint is intact)"
+    )
     assert err == (
         f"cannot write '{run / 'checkpoint.pt'}': the disk is full (or the quota is used "
-        f"up); free some space"
+        f"up); free some space{kept}"
     )
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
     if epoch_kept is None:  # the first checkpoint did not fit
