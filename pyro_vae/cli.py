@@ -1,12 +1,15 @@
 """``pyro-vae``: train, evaluate, sample, check, list.
 
-Errors a user can cause print one line, ``error: ...``, and exit with status 2 (``--debug``
-shows the traceback instead).
+Errors a user can cause print one line, ``error: ...``, and exit with status 2; faults of the
+environment (a full or read-only disk) exit with status 1 (``--debug`` shows the traceback
+instead). SIGINT and SIGTERM stop a command cleanly: a training run keeps its last committed
+epoch and says how to resume it.
 """
 
 import argparse
 import json
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -39,6 +42,9 @@ FLAGS = {
     "device": "train.device",
     "seed": "train.seed",
 }
+MAX_SAMPLES = 1024  # images in one sample grid (64 rows of 16)
+MAX_IMPORTANCE_SAMPLES = 1_000_000
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
 DATA_HELP = (
     "digits (embedded, no files needed), binarized-mnist (binarized_mnist_{train,valid,test}.amat"
     "[.gz] in --data-dir) or mnist (IDX files train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in --data-dir)"
@@ -137,7 +143,11 @@ def parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--split", default="test", help="test, valid or train")
     e.add_argument("--limit", type=int, help="evaluate only the first N data points")
-    e.add_argument("--device", default="auto")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    e.add_argument(
+        "--data-dir",
+        help="read the data from here (when the files moved since training)",
+    )
     e.add_argument(
         "--best",
         action="store_true",
@@ -146,14 +156,22 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="decode draws from the prior into an image grid")
     s.add_argument("run_dir")
-    s.add_argument("--num", type=int, default=32)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="PNG path (default: RUN_DIR/samples.png)")
+    s.add_argument(
+        "--num", type=int, default=32, help=f"images to draw (1 to {MAX_SAMPLES})"
+    )
+    s.add_argument("--seed", type=int, default=0, help="in [0, 2**32)")
+    s.add_argument(
+        "--out", help="a .png, .pdf or .svg path (default: RUN_DIR/samples.png)"
+    )
+    s.add_argument(
+        "--data-dir",
+        help="read the data from here (when the files moved since training)",
+    )
 
     c = sub.add_parser(
         "check", help="check every objective, guide, prior and SE against closed forms"
     )
-    c.add_argument("--device", default="cpu")
+    c.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
 
     li = sub.add_parser(
         "list", help="list the registered priors, guides, likelihoods, objectives"
@@ -179,16 +197,23 @@ def overrides(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def train(args: argparse.Namespace) -> None:
-    from . import distributed
+    """Train; under torchrun every rank trains, and only rank 0 holds the run directory's
+    lock, writes, prints and plots."""
+    from . import distributed, rundir
 
+    if args.resume and args.overwrite:
+        raise ConfigError(
+            "--resume continues the run in --out and --overwrite replaces it: pass one"
+        )
+    main = distributed.main_process()
     try:
-        _train(args, distributed.main_process())
+        with rundir.opened(Path(args.out) if main else None) as run:
+            _train(args, run, main)
     finally:
         distributed.teardown()
 
 
-def _train(args: argparse.Namespace, main: bool) -> None:
-    """Train; under torchrun every rank trains, and only rank 0 (``main``) prints and plots."""
+def _train(args: argparse.Namespace, run, main: bool) -> None:
     from . import data, distributed, plots
     from . import train as training
     from . import vae as vae_mod
@@ -204,15 +229,18 @@ def _train(args: argparse.Namespace, main: bool) -> None:
             raise ConfigError(
                 f"nothing to resume in '{run_dir}': it has no {training.CONFIG_FILE}"
             )
-        config = cfg.load(str(saved), overrides(args))
+        config = cfg.load(args.config or str(saved), overrides(args))
+        if run is not None:  # before loading data: a changed config, a finished run
+            run.check_resume(config)
     else:
-        if (run_dir / training.CHECKPOINT_FILE).exists() and not args.overwrite:
+        if run is not None and run.has_run() and not args.overwrite:
             raise ConfigError(
                 f"'{run_dir}' already holds a run; pass --resume to continue it, --overwrite to "
                 f"replace it, or another --out"
             )
         config = cfg.load(args.config, overrides(args))
     dataset = data.load(config.data)
+    cfg.check_size(config, dataset.data_dim)
     vae = vae_mod.build(config, dataset.data_dim)
     say = print if main else lambda *a, **k: None
     say(
@@ -255,6 +283,18 @@ def _train(args: argparse.Namespace, main: bool) -> None:
     )
 
 
+def _existing_run(run_dir: Path, writable: bool) -> None:
+    from . import rundir
+
+    if not run_dir.is_dir():
+        raise ConfigError(
+            f"no checkpoint at '{run_dir}': the run directory does not exist; train first "
+            f"(pyro-vae train --out {run_dir})"
+        )
+    if writable:
+        rundir.check_writable(run_dir)
+
+
 def evaluate(args: argparse.Namespace) -> None:
     from . import distributed
 
@@ -267,17 +307,30 @@ def evaluate(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     """Evaluate; under torchrun the points are sharded over the ranks and rank 0 writes."""
     from . import distributed, plots
+    from .checkpoint import atomic_write_text
     from .evaluate import evaluate as run_evaluation
     from .evaluate import load_run
 
-    _, vae, dataset = load_run(Path(args.run_dir), args.device, best=args.best)
+    cfg.check_device(args.device, "--device")
+    if not 1 <= args.num_samples <= MAX_IMPORTANCE_SAMPLES:
+        raise ConfigError(
+            f"--num-samples must be between 1 and {MAX_IMPORTANCE_SAMPLES}, got "
+            f"{args.num_samples}"
+        )
+    if args.limit is not None and args.limit < 2:
+        raise ConfigError(
+            f"--limit must be >= 2 (active units are a variance over data points), got "
+            f"{args.limit}"
+        )
+    _existing_run(Path(args.run_dir), writable=distributed.main_process())
+    _, vae, dataset = load_run(
+        Path(args.run_dir), args.device, best=args.best, data_dir=args.data_dir
+    )
     ctx = distributed.setup(next(vae.parameters()).device)
     vae.to(ctx.device)
     x = dataset.split(args.split)
     if args.limit is not None:
         x = x[: args.limit]
-    if args.num_samples < 1:
-        raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
     x = x.to(ctx.device)
     result = {
         "split": args.split,
@@ -287,7 +340,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     if not ctx.is_main:
         return
     run_dir = Path(args.run_dir)
-    (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(run_dir / "evaluation.json", json.dumps(result, indent=2) + "\n")
     if result["kl_per_dim"] is not None:
         import torch
 
@@ -338,10 +391,29 @@ def sample(args: argparse.Namespace) -> None:
 
     from . import plots
     from .evaluate import load_run
+    from .rundir import check_writable
 
-    _, vae, dataset = load_run(Path(args.run_dir), "cpu")
-    pyro.set_rng_seed(args.seed)
+    if not 1 <= args.num <= MAX_SAMPLES:
+        raise ConfigError(
+            f"--num must be between 1 and {MAX_SAMPLES} (one grid of 16 images a row), got "
+            f"{args.num}"
+        )
+    cfg.check_seed("--seed", args.seed)
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ConfigError(
+            f"--out '{out}' must end in {', '.join(IMAGE_SUFFIXES)} (the image format)"
+        )
+    if not out.parent.is_dir():
+        raise ConfigError(
+            f"--out '{out}': the directory '{out.parent}' does not exist; create it first"
+        )
+    if out.is_dir():
+        raise ConfigError(f"--out '{out}' is a directory; give a file name")
+    check_writable(out.parent)
+    _existing_run(Path(args.run_dir), writable=False)
+    _, vae, dataset = load_run(Path(args.run_dir), "cpu", data_dir=args.data_dir)
+    pyro.set_rng_seed(args.seed)
     images = vae.sample(args.num)
     per_row = 16
     rows = [
@@ -354,7 +426,10 @@ def sample(args: argparse.Namespace) -> None:
 
 def check(args: argparse.Namespace) -> int:
     from .checks import format_table, run_checks
+    from .train import resolve_device
 
+    cfg.check_device(args.device, "--device")
+    resolve_device(args.device)
     rows = run_checks(args.device)
     print(format_table(rows))
     failed = [r for r in rows if not r.passed]
@@ -396,19 +471,53 @@ def main(argv: Optional[List[str]] = None) -> int:
         "check": check,
         "list": list_parts,
     }
+    stopped = {"signal": signal.SIGINT}
+
+    def on_term(signum, frame):
+        stopped["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         return commands[args.command](args) or 0
     except PyroVAEError as err:
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_status", 2)
+    except OSError as err:  # the environment: a full disk, a file system gone read-only
+        if args.debug:
+            raise
+        where = f" '{err.filename}'" if err.filename else ""
+        print(f"error:{where} {err.strerror or err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(
-            "interrupted; the last finished epoch's checkpoint is intact: resume with --resume",
-            file=sys.stderr,
+        if args.debug:
+            raise
+        print(f"{_interrupted(args)}", file=sys.stderr)
+        return 128 + stopped["signal"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """The one line printed after SIGINT/SIGTERM: for train, what was kept and how to resume."""
+    if args.command != "train":
+        return "interrupted"
+    from . import checkpoint, rundir
+
+    out = Path(args.out)
+    try:
+        rundir.settle(out)  # a signal between the commit and metrics.jsonl: repair now
+        epoch = checkpoint.load(out / rundir.CHECKPOINT_FILE, need=("epoch",))["epoch"]
+    except (PyroVAEError, OSError):
+        return (
+            f"interrupted before the first epoch finished; nothing to resume in '{out}'"
         )
-        return 130
+    return (
+        f"interrupted; '{out}' keeps the checkpoint of epoch {epoch}: continue with "
+        f"pyro-vae train --out {out} --resume"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ command-line flags. ``to_dict``/``from_dict`` round-trip exactly, so a run's sav
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -30,6 +31,9 @@ DATASETS = ("digits", "binarized-mnist", "mnist")
 ACTIVATIONS = ("tanh", "relu", "softplus", "elu", "gelu")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+SEED_LIMIT = 2**32  # NumPy's seeds lie in [0, 2**32)
+MAX_PARTICLES = 100_000  # more samples per data point than any bound needs
+NO_INVERSE_GUIDES = ("planar",)  # flows whose density cannot be evaluated at any z
 
 
 @dataclass(frozen=True)
@@ -210,10 +214,11 @@ def validate(config: Config) -> None:
         f"[train] kl_warmup_epochs must be >= 0 (0 turns warm-up off), got {t.kl_warmup_epochs}",
     )
     _validate_weights(config)
-    _require(t.seed >= 0, f"[train] seed must be >= 0, got {t.seed}")
+    check_seed("[train] seed", t.seed)
+    check_device(t.device)
     _require(
-        t.device in DEVICES or t.device.startswith("cuda:"),
-        f"unknown device '{t.device}'; use auto (CUDA when available), cpu, cuda or cuda:N",
+        d.data_dir is None or isinstance(d.data_dir, str),
+        f"[data] data_dir must be a directory path (a string), got {d.data_dir!r}",
     )
     _require(
         t.precision in PRECISIONS,
@@ -225,6 +230,95 @@ def validate(config: Config) -> None:
     )
     particles = config.objective.options.get("num_particles", 1)
     _require(particles >= 1, f"[objective] num_particles must be >= 1, got {particles}")
+    _require(
+        particles <= MAX_PARTICLES,
+        f"[objective] num_particles must be <= {MAX_PARTICLES} (the cost grows with it), "
+        f"got {particles}",
+    )
+    o = config.objective
+    _require(
+        not (
+            o.name == "iwae"
+            and o.options.get("dreg")
+            and config.guide.name in NO_INVERSE_GUIDES
+        ),
+        f"objective iwae with dreg = true needs a guide whose density can be evaluated at "
+        f"any z; guide '{config.guide.name}' has no inverse: set objective.dreg=false or "
+        f"use guide iaf",
+    )
+
+
+def check_seed(where: str, seed: int) -> None:
+    """Seeds lie in [0, 2**32) (NumPy's range)."""
+    _require(
+        0 <= seed < SEED_LIMIT,
+        f"{where} must be in [0, 2**32) = [0, {SEED_LIMIT - 1}], got {seed}",
+    )
+
+
+def check_device(name: str, where: str = "device") -> None:
+    _require(
+        name in DEVICES
+        or (name.startswith("cuda:") and name[len("cuda:") :].isdigit()),
+        f"unknown {where} '{name}'; use auto (CUDA when available), cpu, cuda or cuda:N",
+    )
+
+
+def check_size(config: Config, data_dim: int) -> None:
+    """Refuse a model too large for this machine's memory before allocating it.
+
+    The MLP encoder (D -> hidden -> 2L) and decoder (L -> reversed hidden -> D) hold
+    sum (n_in + 1) n_out parameters; training keeps four float32 copies (weights,
+    gradients, Adam's two moments)."""
+    m = config.model
+    enc = [data_dim, *m.hidden, 2 * m.latent_dim]
+    dec = [m.latent_dim, *reversed(m.hidden), data_dim]
+    params = sum(
+        (a + 1) * b for widths in (enc, dec) for a, b in zip(widths, widths[1:])
+    )
+    need = 4 * 4 * params
+    have = _memory_bytes()
+    _require(
+        need <= have // 2,
+        f"model.hidden={list(m.hidden)} with model.latent_dim={m.latent_dim} on "
+        f"{data_dim}-value data means {params:.3g} parameters, about {need / 2**30:.3g} GiB "
+        f"for training, more than half of this machine's {have / 2**30:.3g} GiB; use "
+        f"smaller sizes",
+    )
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**40
+
+
+def flow_widths(
+    where: str, hidden: Any, latent_dim: int, autoregressive: bool
+) -> List[int]:
+    """A flow's hidden widths. Unset (``None``) follows the latent size:
+    ``max(128, 2 * latent_dim)``. An autoregressive (MADE, Germain et al. 2015) network needs
+    every hidden width >= its input size, the latent size."""
+    if hidden is None:
+        return [max(128, 2 * latent_dim)]
+    _require(
+        isinstance(hidden, (list, tuple))
+        and len(hidden) > 0
+        and all(isinstance(h, int) and not isinstance(h, bool) for h in hidden),
+        f"{where} option flow_hidden must be a list of widths like [128], got {hidden!r}",
+    )
+    _require(
+        all(h >= 1 for h in hidden),
+        f"{where} option flow_hidden must hold positive widths, got {list(hidden)}",
+    )
+    _require(
+        not autoregressive or min(hidden) >= latent_dim,
+        f"{where} option flow_hidden={list(hidden)} is narrower than "
+        f"model.latent_dim={latent_dim} (an autoregressive flow needs every width >= the "
+        f"latent size); use flow_hidden=[{max(128, 2 * latent_dim)}] or leave it unset",
+    )
+    return list(hidden)
 
 
 def _validate_weights(config: Config) -> None:
@@ -289,7 +383,17 @@ def read_toml(path_or_name: str) -> Dict[str, Any]:
     """Parse a config file, or a packaged config given by name (``mnist_vamp``)."""
     path = Path(path_or_name)
     if path.is_file():
-        text = path.read_text()
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"config '{path_or_name}' is not UTF-8 text (byte {err.object[err.start]:#x} "
+                f"at offset {err.start}); save it as UTF-8, as TOML requires"
+            ) from None
+        except OSError as err:
+            raise ConfigError(
+                f"config '{path_or_name}' cannot be read: {err.strerror}"
+            ) from None
     elif path_or_name in packaged_configs():
         text = (
             resources.files("pyro_vae") / "configs" / f"{path_or_name}.toml"

@@ -225,6 +225,12 @@ def tensor_svi(
     return TensorSVI(vae.model, vae.guide, optimizer, module, loss_and_grads)
 
 
+def barrier(ctx: Context) -> None:
+    """Wait until every rank gets here (nothing to wait for in one process)."""
+    if ctx.distributed:
+        dist.barrier()
+
+
 def all_sum(value: torch.Tensor, ctx: Context) -> torch.Tensor:
     """The sum of ``value`` over ranks (``value`` itself in one process)."""
     if ctx.distributed:

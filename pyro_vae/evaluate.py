@@ -1,12 +1,13 @@
 """Evaluate a trained run: importance-sampled log p(x), the bound ladder, and diagnostics."""
 
+import dataclasses
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from . import checkpoint, distributed
-from .config import Config, from_dict
+from . import checkpoint, distributed, rundir
+from .config import Config, check_size, from_dict
 from .data import Dataset, load
 from .diagnostics import (
     active_units,
@@ -15,8 +16,10 @@ from .diagnostics import (
     mutual_information,
     rate_distortion,
 )
+from .errors import ConfigError, TrainingError
 from .marginal import KHAT_UNRELIABLE, MarginalEstimate, log_marginal_likelihood
-from .train import BEST_FILE, CHECKPOINT_FILE, resolve_device
+from .rundir import BEST_FILE, CHECKPOINT_FILE
+from .train import resolve_device
 from .vae import VAE, build
 
 LADDER = (1, 10, 100, 1000)
@@ -26,18 +29,41 @@ MI_POINTS = 500
 
 
 def load_run(
-    run_dir: Path, device: str = "auto", best: bool = False
+    run_dir: Path,
+    device: str = "auto",
+    best: bool = False,
+    data_dir: Optional[str] = None,
 ) -> Tuple[Config, VAE, Dataset]:
     """Rebuild a run's VAE from its last checkpoint, or with ``best`` from the epoch with the
-    highest validation ELBO (data sets with a validation split); the config is the saved one.
+    highest validation ELBO (data sets with a validation split); the config is the saved one,
+    with the data read from ``data_dir`` when given (the files moved since training).
+
+    The checkpoint is checked before use: its structure, its config, and that every parameter
+    has the shape the config builds (one-line :class:`TrainingError` naming the file).
     """
     dev = resolve_device(device)
-    state = checkpoint.load(
-        Path(run_dir) / (BEST_FILE if best else CHECKPOINT_FILE), map_location=dev
-    )
-    config = from_dict(state["config"])
+    rundir.settle(run_dir)  # a crash may have left best.pt / metrics.jsonl behind
+    path = Path(run_dir) / (BEST_FILE if best else CHECKPOINT_FILE)
+    if best and not path.is_file() and (Path(run_dir) / CHECKPOINT_FILE).is_file():
+        raise TrainingError(
+            f"'{run_dir}' has no {BEST_FILE}: it is written only for data sets with a "
+            f"validation split; evaluate the last epoch without --best"
+        )
+    state = checkpoint.load(path, map_location=dev, need=("model", "config"))
+    try:
+        config = from_dict(state["config"])
+    except ConfigError as err:
+        raise TrainingError(
+            f"checkpoint '{path}' holds an invalid config: {err}"
+        ) from None
+    if data_dir is not None:
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, data_dir=data_dir)
+        )
     data = load(config.data)
+    check_size(config, data.data_dim)
     vae = build(config, data.data_dim)
+    checkpoint.check_fits(path, state["model"], vae.state_dict())
     vae.load_state_dict(state["model"])
     return config, vae.to(dev).eval(), data
 

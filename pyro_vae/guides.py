@@ -6,7 +6,7 @@ any flow (what the VampPrior evaluates at its pseudo-inputs). The flows come fro
 ``pyro.distributions.transforms``.
 """
 
-from typing import Sequence
+from typing import List, Optional, Sequence
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import flow_widths
 from .errors import ConfigError
 from .networks import Architecture
 from .registry import GUIDES
@@ -148,15 +149,15 @@ def zero_last_layer(flow: nn.Module) -> nn.Module:
     return flow
 
 
-def _check_flows(name: str, num_flows: int, hidden: Sequence[int]) -> None:
+def _check_flows(
+    name: str, num_flows: int, hidden: Optional[Sequence[int]], arch: Architecture
+) -> List[int]:
+    """Check the flow options; returns the hidden widths (unset: from the latent size)."""
     if num_flows < 1:
         raise ConfigError(
             f"guide '{name}' option num_flows must be >= 1, got {num_flows}"
         )
-    if not all(int(h) >= 1 for h in hidden):
-        raise ConfigError(
-            f"guide '{name}' option flow_hidden must hold positive widths, got {list(hidden)}"
-        )
+    return flow_widths(f"guide '{name}'", hidden, arch.latent_dim, name == "iaf")
 
 
 @GUIDES.register("diagonal")
@@ -173,11 +174,12 @@ def full_rank(arch: Architecture) -> nn.Module:
 
 @GUIDES.register("iaf")
 def iaf(
-    arch: Architecture, num_flows: int = 2, flow_hidden: Sequence[int] = (128,)
+    arch: Architecture, num_flows: int = 2, flow_hidden: Optional[Sequence[int]] = None
 ) -> nn.Module:
     """Inverse autoregressive flow (Kingma et al. 2016): ``num_flows`` conditional affine
-    autoregressive layers on the diagonal guide, identity at initialization."""
-    _check_flows("iaf", num_flows, flow_hidden)
+    autoregressive layers on the diagonal guide, identity at initialization. Unset
+    ``flow_hidden`` is ``[max(128, 2 * latent_dim)]``."""
+    flow_hidden = _check_flows("iaf", num_flows, flow_hidden, arch)
     flows = [
         zero_last_layer(
             T.conditional_affine_autoregressive(
@@ -193,11 +195,12 @@ def iaf(
 
 @GUIDES.register("planar")
 def planar(
-    arch: Architecture, num_flows: int = 4, flow_hidden: Sequence[int] = (128,)
+    arch: Architecture, num_flows: int = 4, flow_hidden: Optional[Sequence[int]] = None
 ) -> nn.Module:
     """Amortized planar flows (Rezende & Mohamed 2015) on the diagonal guide; each flow's
-    parameters are a function of the encoder's features."""
-    _check_flows("planar", num_flows, flow_hidden)
+    parameters are a function of the encoder's features. Unset ``flow_hidden`` is
+    ``[max(128, 2 * latent_dim)]``."""
+    flow_hidden = _check_flows("planar", num_flows, flow_hidden, arch)
     flows = [
         T.conditional_planar(
             arch.latent_dim, arch.feature_dim, hidden_dims=[int(h) for h in flow_hidden]

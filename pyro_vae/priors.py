@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import flow_widths
 from .distributions import DiagonalNormalMixture, ExpandedMixture
 from .errors import ConfigError
 from .guides import zero_last_layer
@@ -223,8 +224,14 @@ def vamp(
 
 @PRIORS.register("flow")
 def flow(
-    context: PriorContext, num_flows: int = 2, flow_hidden: Sequence[int] = (128,)
+    context: PriorContext,
+    num_flows: int = 2,
+    flow_hidden: Optional[Sequence[int]] = None,
 ) -> nn.Module:
-    """A learnable normalizing flow (masked autoregressive) on N(0, I)."""
+    """A learnable normalizing flow (masked autoregressive) on N(0, I).
+
+    Unset ``flow_hidden`` is ``[max(128, 2 * latent_dim)]``."""
     _positive("flow", "num_flows", num_flows)
-    return FlowPrior(context.arch.latent_dim, num_flows, [int(h) for h in flow_hidden])
+    latent = context.arch.latent_dim
+    hidden = flow_widths("prior 'flow'", flow_hidden, latent, autoregressive=True)
+    return FlowPrior(latent, num_flows, hidden)

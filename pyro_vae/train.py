@@ -3,14 +3,13 @@
 Each epoch: shuffle the training set (the order is a function of seed and epoch alone), take
 SVI steps on full mini-batches (the remainder is dropped, reshuffled next epoch), stop at the
 first non-finite loss, evaluate the ELBO's terms on the test set (and on a fixed slice of the
-training set), append a metrics row, and write the checkpoint atomically. A run directory holds
-``config.toml``, ``metrics.jsonl`` and ``checkpoint.pt``; ``resume=True`` continues from it and,
-with the same seed on the CPU, produces the same numbers as an uninterrupted run. Under torchrun
-each rank steps its shard of every global batch and only rank 0 writes (see distributed.py).
+training set), append a metrics row, and commit the epoch to the run directory (rundir.py: the
+layout, the lock, the atomic commit); ``resume=True`` continues from it and, with the same seed
+on the CPU, produces the same numbers as an uninterrupted run. Under torchrun each rank steps its
+shard of every global batch and only rank 0 holds and writes the run directory (see
+distributed.py).
 """
 
-import json
-import math
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -21,21 +20,16 @@ import torch
 from pyro.infer import SVI
 from tqdm.auto import tqdm
 
-from . import checkpoint, distributed
+from . import checkpoint, distributed, rundir
 from .config import Config
 from .data import Dataset
 from .diagnostics import elbo_terms
 from .errors import ConfigError, TrainingError
 from .objectives import build_objective
+from .rundir import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE  # noqa: F401
 from .schedules import kl_weight, step_args
 from .vae import VAE
 
-CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = (
-    "config.toml",
-    "metrics.jsonl",
-    "checkpoint.pt",
-)
-BEST_FILE = "best.pt"  # the checkpoint of the epoch with the highest validation ELBO
 EVAL_ROWS = 2000  # rows of the training set whose ELBO is reported each epoch
 
 
@@ -135,12 +129,6 @@ def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     )
 
 
-def _write_metrics(run_dir: Path, metrics: List[Dict]) -> None:
-    checkpoint.atomic_write_text(
-        run_dir / METRICS_FILE, "".join(json.dumps(m) + "\n" for m in metrics)
-    )
-
-
 def fit(
     vae: VAE,
     data: Dataset,
@@ -151,9 +139,25 @@ def fit(
 ) -> List[Dict]:
     """Train ``vae`` on ``data.train`` with SVI as ``config`` says; returns the metrics rows.
 
-    With ``run_dir``, writes ``config.toml``, ``metrics.jsonl`` and ``checkpoint.pt`` there each
-    epoch; with ``resume``, first loads the checkpoint and continues after its epoch.
+    With ``run_dir``, holds it locked and commits each epoch there (``checkpoint.pt``, then
+    ``metrics.jsonl`` and ``best.pt``); a new run moves a previous run's files aside until its
+    first commit. With ``resume``, first loads the checkpoint and continues after its epoch.
     """
+    run_dir = None if run_dir is None else Path(run_dir)
+    main = distributed.main_process()
+    with rundir.opened(run_dir if main else None) as run:
+        return _fit(vae, data, config, run, run_dir, resume, progress)
+
+
+def _fit(
+    vae: VAE,
+    data: Dataset,
+    config: Config,
+    run: Optional[rundir.RunDir],
+    run_dir: Optional[Path],
+    resume: bool,
+    progress: bool,
+) -> List[Dict]:
     t = config.train
     ctx = distributed.setup(resolve_device(t.device))
     device = ctx.device
@@ -169,20 +173,20 @@ def fit(
         svi = distributed.tensor_svi(vae, optimizer, _objective(config, ctx), ctx)
     metrics: List[Dict] = []
     start_epoch = 1
-    run_dir = None if run_dir is None else Path(run_dir)
-    writes = run_dir is not None and ctx.is_main  # only rank 0 writes the run directory
-    if writes:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if resume and run_dir is None:
+        raise TrainingError("resuming needs the run directory: pass --out RUN_DIR")
+    state = None if run is None else run.start(config, resume, vae.state_dict())
+    if ctx.distributed:  # rank 0 has recovered or moved aside the previous run
+        distributed.barrier(ctx)
+        if resume and run is None:
+            state = checkpoint.load(run_dir / CHECKPOINT_FILE, map_location=device)
     if resume:
-        state = _load_for_resume(run_dir, config, device)
         vae.load_state_dict(state["model"])
         optimizer.set_state(state["optimizer"])
         distributed.restore_rng(state, ctx, t.seed)
         metrics, start_epoch = state["metrics"], state["epoch"] + 1
     else:
         pyro.set_rng_seed(distributed.rank_seed(t.seed, ctx.rank))
-    if writes:
-        checkpoint.atomic_write_text(run_dir / CONFIG_FILE, config.to_toml())
 
     n = train_x.shape[0]
     batch = min(t.batch_size, n)
@@ -240,7 +244,7 @@ def fit(
                 row["analytic_kl"] = analytic_kl
             metrics.append(row)
             rng_ranks = distributed.gather_rng(ctx) if run_dir is not None else []
-            if writes:
+            if run is not None:
                 state = {
                     "epoch": epoch,
                     "model": vae.state_dict(),
@@ -251,12 +255,7 @@ def fit(
                 }
                 if ctx.distributed:  # every rank's stream, restored on resume
                     state["rng_ranks"] = rng_ranks
-                checkpoint.save(run_dir / CHECKPOINT_FILE, state)
-                if valid_x is not None and row["valid_elbo"] >= max(
-                    m.get("valid_elbo", -math.inf) for m in metrics
-                ):
-                    checkpoint.save(run_dir / BEST_FILE, state)
-                _write_metrics(run_dir, metrics)
+                run.commit(state)
     return metrics
 
 
@@ -299,31 +298,3 @@ def _evaluate(vae: VAE, test_x: torch.Tensor, eval_x: torch.Tensor) -> Dict[str,
         "kl": test["kl"].mean().item(),
         "reconstruction": test["reconstruction"].mean().item(),
     }
-
-
-def _load_for_resume(
-    run_dir: Optional[Path], config: Config, device: torch.device
-) -> Dict:
-    if run_dir is None:
-        raise TrainingError("resuming needs the run directory: pass --out RUN_DIR")
-    state = checkpoint.load(run_dir / CHECKPOINT_FILE, map_location=device)
-    saved, now = state["config"], config.to_dict()
-    saved["train"] = {k: v for k, v in saved["train"].items() if k != "epochs"}
-    now["train"] = {k: v for k, v in now["train"].items() if k != "epochs"}
-    if saved != now:
-        changed = sorted(
-            f"{section}.{key}"
-            for section in set(saved) | set(now)
-            for key in set(saved.get(section, {})) | set(now.get(section, {}))
-            if saved.get(section, {}).get(key) != now.get(section, {}).get(key)
-        )
-        raise TrainingError(
-            f"cannot resume '{run_dir}': the config differs from the checkpoint's in "
-            f"{', '.join(changed)}; only train.epochs may change when resuming"
-        )
-    if state["epoch"] >= config.train.epochs:
-        raise TrainingError(
-            f"the run in '{run_dir}' already finished {state['epoch']} epochs; pass a larger "
-            f"--epochs to train further"
-        )
-    return state
