@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae import data
+from pyro_vae import data, data_mnist
 from pyro_vae.config import DataConfig
 from pyro_vae.errors import DataError
 
@@ -39,7 +39,9 @@ def test_read_amat(tmp_path, suffix):
     rows = np.random.RandomState(0).randint(0, 2, size=(3, 784))
     path = tmp_path / f"x.amat{suffix}"
     write_amat(path, rows)
-    assert torch.equal(data.read_amat(path), torch.tensor(rows, dtype=torch.float32))
+    assert torch.equal(
+        data_mnist.read_amat(path), torch.tensor(rows, dtype=torch.float32)
+    )
 
 
 @pytest.mark.parametrize(
@@ -57,7 +59,7 @@ def test_read_amat_rejects_malformed_files(tmp_path, content, message):
     path = tmp_path / "bad.amat"
     path.write_text(content)
     with pytest.raises(DataError) as err:
-        data.read_amat(path, width=3)
+        data_mnist.read_amat(path, width=3)
     assert message in str(err.value)
 
 
@@ -67,7 +69,7 @@ def test_truncated_gzip_is_refused(tmp_path):
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DataError, match="truncated or corrupt"):
-        data.read_amat(path)
+        data_mnist.read_amat(path)
 
 
 def test_missing_directory_and_files_name_the_expected_files(tmp_path):
@@ -102,17 +104,19 @@ def test_read_idx_and_its_errors(tmp_path):
     images = np.random.RandomState(0).randint(0, 256, size=(5, 28, 28))
     path = tmp_path / "imgs"
     write_idx(path, images, 2051)
-    assert torch.equal(data.read_idx(path), torch.tensor(images, dtype=torch.uint8))
+    assert torch.equal(
+        data_mnist.read_idx(path), torch.tensor(images, dtype=torch.uint8)
+    )
     write_idx(path, images, 1234)
     with pytest.raises(DataError, match="magic number is 1234"):
-        data.read_idx(path)
+        data_mnist.read_idx(path)
     write_idx(path, images, 2051)
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(DataError, match="header promises 3920"):
-        data.read_idx(path)
+        data_mnist.read_idx(path)
     path.write_bytes(b"\x00\x00")
     with pytest.raises(DataError, match="too short"):
-        data.read_idx(path)
+        data_mnist.read_idx(path)
 
 
 def test_mnist_loader_on_small_idx_files(tmp_path):
@@ -145,11 +149,11 @@ def test_real_shared_files(shared_data):
     )
     path = shared_data / "binarized_mnist_test.amat.gz"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sums[path.name]
-    test = data.read_amat(path)
+    test = data_mnist.read_amat(path)
     assert test.shape == (10000, 784) and set(test.unique().tolist()) == {0.0, 1.0}
     assert 0.1 < test.mean() < 0.2  # about 13% of binarized MNIST pixels are on
-    images = data.read_idx(shared_data / "t10k-images-idx3-ubyte.gz")
-    labels = data.read_idx(shared_data / "t10k-labels-idx1-ubyte.gz")
+    images = data_mnist.read_idx(shared_data / "t10k-images-idx3-ubyte.gz")
+    labels = data_mnist.read_idx(shared_data / "t10k-labels-idx1-ubyte.gz")
     assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
     assert labels.max() == 9 and images.max() == 255
 
