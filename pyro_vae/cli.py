@@ -12,12 +12,14 @@ from typing import Dict, List, Optional
 
 from . import config as cfg
 from .errors import ConfigError, PyroVAEError
-from .registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
+from .registry import DATASETS, GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
 
 # flag -> config key, for the train command's shortcuts
 FLAGS = {
     "dataset": "data.dataset",
     "data_dir": "data.data_dir",
+    "data_path": "data.data_path",
+    "image_size": "data.image_size",
     "likelihood": "likelihood.name",
     "prior": "prior.name",
     "guide": "guide.name",
@@ -34,8 +36,8 @@ FLAGS = {
     "seed": "train.seed",
 }
 DATA_HELP = (
-    "digits (embedded, no files needed), binarized-mnist (binarized_mnist_{train,valid,test}.amat"
-    "[.gz] in --data-dir) or mnist (IDX files train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in --data-dir)"
+    "a registered data set; 'pyro-vae list' shows them and what each reads (default: the "
+    "embedded digits)"
 )
 
 
@@ -53,6 +55,14 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--dataset", help=DATA_HELP)
     t.add_argument("--data-dir", help="directory holding the data set's files")
+    t.add_argument("--data-path", help="the .npy/.npz file of --dataset array")
+    t.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="--dataset images: resize every image to H x W pixels",
+    )
     t.add_argument("--likelihood", help="bernoulli, gaussian, continuous_bernoulli")
     t.add_argument("--prior", help="see 'pyro-vae list'")
     t.add_argument("--guide", help="see 'pyro-vae list'")
@@ -118,13 +128,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("--num", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="PNG path (default: RUN_DIR/samples.png)")
+    s.add_argument(
+        "--out",
+        help="PNG path (default: RUN_DIR/sample_grid.png; train's samples.png is kept)",
+    )
 
     c = sub.add_parser("check", help="check every ELBO estimator against closed forms")
     c.add_argument("--device", default="cpu")
 
     li = sub.add_parser(
-        "list", help="list the registered priors, guides, likelihoods, objectives"
+        "list",
+        help="list the registered priors, guides, likelihoods, objectives, data sets",
     )
     li.add_argument("--json", action="store_true")
     return p
@@ -147,9 +161,10 @@ def overrides(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def train(args: argparse.Namespace) -> None:
-    from . import data, plots
+    from . import data
     from . import train as training
     from . import vae as vae_mod
+    from .figures import write_figures
 
     run_dir = Path(args.out)
     if args.resume:
@@ -167,6 +182,7 @@ def train(args: argparse.Namespace) -> None:
             )
         config = cfg.load(args.config, overrides(args))
     dataset = data.load(config.data)
+    data.write_provenance(run_dir, config.data, dataset)
     vae = vae_mod.build(config, dataset.data_dim)
     print(
         f"training on {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images; "
@@ -181,23 +197,18 @@ def train(args: argparse.Namespace) -> None:
             f"epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO {row['test_elbo']:.2f} "
             f"(reconstruction {row['reconstruction']:.2f}, KL {row['kl']:.2f}) nats per data point"
         )
-    vae.eval()
     device = next(vae.parameters()).device
-    test = dataset.test[:10].to(device)
-    plots.training_curves(metrics, run_dir / "elbo.png")
-    plots.image_grid(
-        [("data", test), ("reconstruction", vae.reconstruct(test))],
-        dataset.image_shape,
-        run_dir / "reconstructions.png",
-    )
-    plots.image_grid(
-        [("samples from p(z)", vae.sample(10)), ("", vae.sample(10))],
-        dataset.image_shape,
-        run_dir / "samples.png",
+    written = write_figures(
+        vae,
+        dataset.test.to(device),
+        dataset.shape,
+        run_dir,
+        dataset.test_labels,
+        metrics,
     )
     print(
-        f"wrote {run_dir}/: config.toml, metrics.jsonl, checkpoint.pt, elbo.png, "
-        "reconstructions.png, samples.png"
+        f"wrote {run_dir}/: config.toml, metrics.jsonl, checkpoint.pt, data.json, "
+        + ", ".join(p.name for p in written)
     )
 
 
@@ -244,18 +255,19 @@ def sample(args: argparse.Namespace) -> None:
     import pyro
 
     from . import plots
+    from .data import run_shape
     from .evaluate import load_run
 
-    _, vae, dataset = load_run(Path(args.run_dir), "cpu")
+    _, vae, dataset = load_run(Path(args.run_dir), "cpu", need_data=False)
     pyro.set_rng_seed(args.seed)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
+    out = Path(args.out) if args.out else Path(args.run_dir) / "sample_grid.png"
     images = vae.sample(args.num)
     per_row = 16
     rows = [
         ("" if i else "samples from p(z)", images[i : i + per_row])
         for i in range(0, args.num, per_row)
     ]
-    plots.image_grid(rows, dataset.image_shape, out)
+    plots.image_grid(rows, run_shape(Path(args.run_dir), dataset), out)
     print(f"wrote {out}")
 
 
@@ -270,11 +282,13 @@ def check(args: argparse.Namespace) -> int:
 
 
 def list_parts(args: argparse.Namespace) -> None:
+    cfg.register_parts()
     parts = {
         "priors": PRIORS,
         "guides": GUIDES,
         "likelihoods": LIKELIHOODS,
         "objectives": OBJECTIVES,
+        "datasets": DATASETS,
     }
     if args.json:
         print(json.dumps({k: r.names() for k, r in parts.items()}))

@@ -1,13 +1,14 @@
 """Evaluate a trained run: importance-sampled log p(x), the bound ladder, and diagnostics."""
 
+import math
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 from . import checkpoint
 from .config import Config, from_dict
-from .data import Dataset, load
+from .data import Dataset, load, read_provenance
 from .diagnostics import active_units, elbo_terms, kl_per_dimension, rate_distortion
 from .marginal import log_marginal_likelihood
 from .train import BEST_FILE, CHECKPOINT_FILE, resolve_device
@@ -17,18 +18,23 @@ LADDER = (1, 10, 100, 1000)
 
 
 def load_run(
-    run_dir: Path, device: str = "auto", best: bool = False
-) -> Tuple[Config, VAE, Dataset]:
+    run_dir: Path, device: str = "auto", best: bool = False, need_data: bool = True
+) -> Tuple[Config, VAE, Optional[Dataset]]:
     """Rebuild a run's VAE from its last checkpoint, or with ``best`` from the epoch with the
     highest validation ELBO (data sets with a validation split); the config is the saved one.
+    The data set is reloaded from where the run's config says; a run whose data cannot be
+    reloaded (arrays given from Python) raises :class:`DataError`, unless ``need_data`` is
+    False: then the data set is ``None`` and the network's shape comes from ``data.json``.
     """
     dev = resolve_device(device)
     state = checkpoint.load(
         Path(run_dir) / (BEST_FILE if best else CHECKPOINT_FILE), map_location=dev
     )
     config = from_dict(state["config"])
-    data = load(config.data)
-    vae = build(config, data.data_dim)
+    record = read_provenance(Path(run_dir))
+    data = load(config.data) if need_data or record is None else None
+    data_dim = data.data_dim if data is not None else math.prod(record["shape"])
+    vae = build(config, data_dim)
     vae.load_state_dict(state["model"])
     return config, vae.to(dev).eval(), data
 

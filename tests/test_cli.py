@@ -4,7 +4,7 @@ import pytest
 
 from pyro_vae import config as cfg
 from pyro_vae.cli import main
-from pyro_vae.registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
+from pyro_vae.registry import DATASETS, GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
 
 FAST = [
     "--epochs",
@@ -69,7 +69,11 @@ def test_list_json(capsys):
         "guides": GUIDES.names(),
         "likelihoods": LIKELIHOODS.names(),
         "objectives": OBJECTIVES.names(),
+        "datasets": DATASETS.names(),
     }
+    assert {"digits", "mnist", "binarized-mnist", "array", "images"} <= set(
+        listed["datasets"]
+    )
     assert main(["list"]) == 0
     assert "num_pseudo=500" in capsys.readouterr().out
 
