@@ -35,6 +35,9 @@ from .train import CHECKPOINT_FILE, CONFIG_FILE, fit
 from .vae import VAE, build
 
 Array = Any  # a NumPy array or a torch tensor
+MEAN_DRAWS = (
+    256  # draws averaged for the posterior mean of a guide without a closed form
+)
 
 
 class Encoding(NamedTuple):
@@ -207,13 +210,15 @@ class Model:
 
     @torch.no_grad()
     def encode(self, x: Array, num_samples: int = 1) -> Encoding:
-        """The posterior q(z | x) of each row: its mean (Monte Carlo over 64 draws for flow
-        guides, which have no closed-form mean) and ``num_samples`` draws."""
+        """The posterior q(z | x) of each row: its mean (for flow guides, which have no
+        closed-form mean, a Monte Carlo average of ``MEAN_DRAWS`` draws) and ``num_samples``
+        draws."""
         from .diagnostics import posterior_means
 
         vae, rows = self._fitted(), self.rows(x)
         return Encoding(
-            posterior_means(vae, rows), vae.encoder(rows).sample((num_samples,))
+            posterior_means(vae, rows, MEAN_DRAWS),
+            vae.encoder(rows).sample((num_samples,)),
         )
 
     @torch.no_grad()

@@ -68,22 +68,32 @@ def as_picture(row: torch.Tensor, shape: Sequence[int]) -> np.ndarray:
 def image_grid(
     rows: Sequence[Tuple[str, torch.Tensor]], shape: Sequence[int], path: Path
 ) -> Path:
-    """One row of images per (label, images) pair; images are flattened, values in [0, 1]."""
+    """One row of images per (label, images) pair; images are flattened, values in [0, 1].
+    Each row is one mosaic (images side by side, a light line between neighbours)."""
     cols = max(len(images) for _, images in rows)
-    fig, axes = _figure(len(rows), cols, figsize=(cols * 0.8, len(rows) * 0.95))
-    for r, (label, images) in enumerate(rows):
-        for c in range(cols):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():  # a light frame keeps neighbours apart
-                spine.set_edgecolor("0.75")
-            if c >= len(images):
-                ax.axis("off")
-            else:
-                ax.imshow(as_picture(images[c], shape), cmap="gray", vmin=0, vmax=1)
-        axes[r][0].set_title(label, fontsize=8, loc="left")
+    fig, axes = _figure(len(rows), 1, figsize=(cols * 0.8, len(rows) * 0.95))
+    for (label, images), (ax,) in zip(rows, axes):
+        ax.imshow(
+            mosaic([as_picture(im, shape) for im in images], cols), vmin=0, vmax=1
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.axis("off")
+        ax.set_title(label, fontsize=8, loc="left")
     return save(fig, path)
+
+
+def mosaic(pictures: Sequence[np.ndarray], cols: int, gap: int = 1) -> np.ndarray:
+    """``pictures`` (grey (H, W) or colour (H, W, 3)) side by side as one RGB array, ``cols``
+    slots wide, separated by ``gap`` light-grey pixels; empty slots stay white."""
+    h, w = pictures[0].shape[:2]
+    out = np.ones((h + 2 * gap, cols * (w + gap) + gap, 3))
+    for i, picture in enumerate(pictures):
+        x0 = gap + i * (w + gap)
+        out[:, x0 - gap : x0 + w + gap] = 0.75  # the frame around this slot
+        rgb = picture if picture.ndim == 3 else np.repeat(picture[..., None], 3, axis=2)
+        out[gap : gap + h, x0 : x0 + w] = rgb
+    return out
 
 
 def training_curves(metrics: List[Dict], path: Path) -> Path:
@@ -175,11 +185,13 @@ def latent_scatter(
     """
     points, name = project_2d(z)
     fig, ((ax,),) = _figure(figsize=(5.2, 4.4))
-    colour = None if labels is None else torch.as_tensor(labels).cpu().numpy()
-    drawn = ax.scatter(
-        points[:, 0], points[:, 1], c=colour, s=6, cmap="tab10", alpha=0.8
-    )
-    if labels is not None:
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8)
+    else:
+        colour = torch.as_tensor(labels).cpu().numpy()
+        drawn = ax.scatter(
+            points[:, 0], points[:, 1], c=colour, s=6, cmap="tab10", alpha=0.8
+        )
         fig.colorbar(drawn, ax=ax, label="label")
     ax.set(xlabel="axis 1", ylabel="axis 2")
     ax.set_title(f"posterior means E[z | x]: {name}", fontsize=9)
