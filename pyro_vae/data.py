@@ -140,7 +140,7 @@ def as_rows(array: Any, where: str, chunk: int = 4096) -> Tuple[torch.Tensor, Tu
                 f"{where} holds NaN or infinite values; expected {ACCEPTED}"
             )
         low, high = min(low, float(block.min())), max(high, float(block.max()))
-        if high > 1 and whole and np.issubdtype(block.dtype, np.floating):
+        if whole and np.issubdtype(block.dtype, np.floating):
             whole = bool((block == np.round(block)).all())
     if low < 0 or high > 255 or (high > 1 and not whole):
         kind = "integers" if whole else "fractions"

@@ -28,6 +28,13 @@ def in_notebook() -> bool:
     return get_ipython() is not None
 
 
+def show_inline(fig: Figure) -> None:
+    """Show ``fig`` in the notebook's output (IPython's rich display)."""
+    from IPython.display import display
+
+    display(fig)
+
+
 def save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` to ``path`` (creating its folder); show it inline under IPython."""
     path = Path(path)
@@ -35,9 +42,7 @@ def save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     if in_notebook():
-        from IPython.display import display
-
-        display(fig)
+        show_inline(fig)
     if hasattr(fig, "number"):  # a pyplot figure: release it from pyplot's registry
         import matplotlib.pyplot as plt
 

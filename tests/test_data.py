@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import hashlib
 
@@ -165,3 +166,203 @@ def test_split_lookup():
         DataError, match="has no split 'valid'; its splits: train, test"
     ):
         ds.split("valid")
+
+
+# --- the registry and the user's own data (array, images) ---------------------------------
+
+
+def array_config(path, **kw):
+    return DataConfig(dataset="array", data_path=str(path), binarize=False, **kw)
+
+
+def test_every_registered_data_set_is_documented():
+    from pyro_vae.registry import DATASETS
+
+    assert {"digits", "binarized-mnist", "mnist", "array", "images"} <= set(
+        DATASETS.names()
+    )
+    for name in DATASETS.names():
+        assert (DATASETS.get(name).__doc__ or "").strip(), name
+
+
+def check_channels_last_is_transposed(tmp_path):
+    """An (N, H, W, 3) uint8 array gives (3, H, W) examples, flattened channel-first."""
+    images = np.random.RandomState(0).randint(0, 256, size=(20, 4, 5, 3))
+    np.save(tmp_path / "hwc.npy", images.astype(np.uint8))
+    ds = data.load(array_config(tmp_path / "hwc.npy", test_fraction=0.25))
+    assert ds.shape == (3, 4, 5) and ds.data_dim == 60 and ds.image_shape == (4, 5)
+    order = np.sort(np.random.RandomState(0).permutation(20)[5:])
+    expected = images[order].transpose(0, 3, 1, 2).reshape(15, 60) / 255.0
+    assert np.allclose(ds.train.numpy(), expected, atol=1e-6)
+
+
+def test_array_npy_shapes_and_grey_levels(tmp_path):
+    check_channels_last_is_transposed(tmp_path)
+    rng = np.random.RandomState(1)
+    for shape, example in [
+        ((30, 7), (7,)),
+        ((30, 6, 6), (1, 6, 6)),
+        ((30, 1, 6, 6), (1, 6, 6)),
+        ((30, 3, 4, 4), (3, 4, 4)),
+        ((30, 4, 4, 1), (1, 4, 4)),
+    ]:
+        np.save(tmp_path / "a.npy", rng.rand(*shape))
+        ds = data.load(array_config(tmp_path / "a.npy"))
+        assert ds.shape == example and len(ds.train) == 27 and len(ds.test) == 3
+        assert 0 <= ds.train.min() and ds.train.max() <= 1
+
+
+def test_the_transposition_check_catches_a_loader_that_forgets_it(
+    tmp_path, monkeypatch
+):
+    """Injected bug: example_shape says channels-first for (N, H, W, 3) arrays."""
+    real = data.example_shape
+
+    def forgetful(shape, where):
+        found, _ = real(shape, where)
+        return found, False
+
+    monkeypatch.setattr(data, "example_shape", forgetful)
+    with pytest.raises(AssertionError):
+        check_channels_last_is_transposed(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "array,message",
+    [
+        (np.zeros((4, 2, 3, 5, 5)), "shape (4, 2, 3, 5, 5); expected (N, D) rows"),
+        (np.zeros((4, 2, 5, 5)), "shape (4, 2, 5, 5); expected"),
+        (np.zeros(7), "shape (7,); expected"),
+        (np.full((4, 3), -0.5), "values from -0.5 to -0.5 (fractions); expected"),
+        (np.full((4, 3), 1.5), "values from 1.5 to 1.5 (fractions)"),
+        (np.full((4, 3), 300), "values from 300 to 300 (integers)"),
+        (np.array([[0.5, np.nan]]), "NaN or infinite"),
+        (np.array([["a", "b"]]), "holds <U1 values"),
+    ],
+)
+def test_bad_arrays_are_refused_saying_what_was_found(tmp_path, array, message):
+    with pytest.raises(DataError) as err:
+        data.as_rows(array, "the array")
+    assert message in str(err.value) and "in [0, 1] or integer grey levels" in str(
+        err.value
+    )
+
+
+def test_npy_is_memory_mapped(tmp_path, monkeypatch):
+    np.save(tmp_path / "a.npy", np.random.rand(20, 4))
+    modes = []
+    real = np.load
+    monkeypatch.setattr(
+        np, "load", lambda *a, **k: modes.append(k.get("mmap_mode")) or real(*a, **k)
+    )
+    data.load(array_config(tmp_path / "a.npy"))
+    assert modes == ["r"]
+
+
+def test_single_array_split_is_seeded_and_recorded(tmp_path):
+    from pyro_vae import config as cfg
+
+    np.save(tmp_path / "a.npy", np.arange(200, dtype=np.float64).reshape(100, 2) / 200)
+    c = cfg.load(
+        None,
+        {
+            "data.dataset": "array",
+            "data.data_path": str(tmp_path / "a.npy"),
+            "data.valid_fraction": 0.2,
+            "data.split_seed": 3,
+            "data.binarize": False,
+        },
+    )
+    assert "split_seed = 3" in c.to_toml() and "test_fraction = 0.1" in c.to_toml()
+    a, b = data.load(c.data), data.load(c.data)
+    other = data.load(dataclasses.replace(c.data, split_seed=4))
+    assert (len(a.train), len(a.valid), len(a.test)) == (70, 20, 10)
+    assert torch.equal(a.test, b.test) and not torch.equal(a.test, other.test)
+    together = torch.cat([a.train, a.valid, a.test])
+    assert len(torch.unique(together[:, 0])) == 100  # a partition: no row twice
+
+
+def test_npz_with_named_splits_and_labels(tmp_path):
+    rng = np.random.RandomState(0)
+    np.savez(
+        tmp_path / "d.npz",
+        train=rng.randint(0, 256, (12, 1, 4, 4)).astype(np.uint8),
+        test=rng.randint(0, 256, (5, 1, 4, 4)).astype(np.uint8),
+        test_labels=np.arange(5),
+    )
+    ds = data.load(array_config(tmp_path / "d.npz"))
+    assert (len(ds.train), len(ds.test), ds.shape) == (12, 5, (1, 4, 4))
+    assert ds.valid is None and ds.test_labels.tolist() == [0, 1, 2, 3, 4]
+    np.savez(tmp_path / "bad.npz", train=np.zeros((3, 2)), images=np.zeros((3, 2)))
+    with pytest.raises(DataError, match="holds arrays train, images; an .npz holds"):
+        data.load(array_config(tmp_path / "bad.npz"))
+    np.savez(tmp_path / "mixed.npz", train=np.zeros((3, 4)), test=np.zeros((3, 5)))
+    with pytest.raises(DataError, match="differ in example shape"):
+        data.load(array_config(tmp_path / "mixed.npz"))
+
+
+def test_array_needs_a_readable_file(tmp_path):
+    with pytest.raises(DataError, match="pass --data-path FILE"):
+        data.load(DataConfig(dataset="array"))
+    with pytest.raises(DataError, match="does not exist"):
+        data.load(array_config(tmp_path / "none.npy"))
+    (tmp_path / "x.npy").write_bytes(b"not numpy")
+    with pytest.raises(DataError, match="cannot read 'x.npy' as a NumPy file"):
+        data.load(array_config(tmp_path / "x.npy"))
+
+
+def write_png(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+
+
+def test_image_folder_with_labels_and_colour(tmp_path):
+    rng = np.random.RandomState(0)
+    for label in ("cat", "dog"):
+        for i in range(5):
+            write_png(tmp_path / label / f"{i}.png", rng.randint(0, 256, (6, 5)))
+    write_png(tmp_path / "dog" / "red.png", np.tile([255, 0, 0], (6, 5, 1)))
+    ds = data.load(
+        DataConfig(
+            dataset="images", data_dir=str(tmp_path), binarize=False, test_fraction=0.5
+        )
+    )
+    assert ds.shape == (3, 6, 5) and len(ds.train) + len(ds.test) == 11
+    labels = torch.cat([ds.train_labels, ds.test_labels])
+    assert sorted(labels.tolist()) == [0] * 5 + [1] * 6
+    everything = torch.cat([ds.train, ds.test]).reshape(-1, 3, 6, 5)
+    red = everything[(everything[:, 0] == 1).all(-1).all(-1)]
+    assert len(red) == 1 and red[0, 1:].abs().max() == 0  # pure red, channel-first
+
+
+def test_image_sizes_must_agree_or_be_resized(tmp_path):
+    write_png(tmp_path / "a.png", np.zeros((6, 6)))
+    write_png(tmp_path / "b.png", np.zeros((8, 6)))
+    write_png(tmp_path / "c.png", np.full((8, 6), 255))
+    config = DataConfig(dataset="images", data_dir=str(tmp_path), binarize=False)
+    with pytest.raises(DataError) as err:
+        data.load(config)
+    assert "8x6 (2 files), 6x6 (1 files)" in str(err.value)
+    assert "data.image_size" in str(err.value)
+    ds = data.load(dataclasses.replace(config, image_size=(4, 3)))
+    assert ds.shape == (1, 4, 3)
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(DataError, match="both image files and sub-folders"):
+        data.load(config)
+    with pytest.raises(DataError, match="holds no PNG/JPEG"):
+        data.load(dataclasses.replace(config, data_dir=str(tmp_path / "sub")))
+
+
+def test_data_config_validation():
+    from pyro_vae import config as cfg
+    from pyro_vae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown dataset 'imagse' .did you mean"):
+        cfg.load(None, {"data.dataset": "imagse"})
+    with pytest.raises(ConfigError, match="image_size must be .height, width."):
+        cfg.load(None, {"data.image_size": 28})
+    with pytest.raises(ConfigError, match="test_fraction must be in"):
+        cfg.load(None, {"data.test_fraction": 1.0})
+    assert cfg.load(None, {"data.image_size": [4, 3]}).data.image_size == (4, 3)
