@@ -114,14 +114,10 @@ def example_shape(shape: Tuple[int, ...], where: str) -> Tuple[Tuple[int, ...], 
     raise DataError(f"{found}; expected {ACCEPTED}")
 
 
-def as_rows(array: Any, where: str, chunk: int = 4096) -> Tuple[torch.Tensor, Tuple]:
-    """Validate one split of user data and return (float32 rows (N, D) in [0, 1], example
-    shape). ``array`` is a NumPy array (memory-mapped ones are read ``chunk`` rows at a time,
-    so no float64 copy of the whole file is made) or a torch tensor of any real dtype.
-    """
+def _as_numpy(array: Any, where: str) -> np.ndarray:
     if torch.is_tensor(array):
         array = array.detach().cpu().numpy()
-    array = np.asarray(array) if not isinstance(array, np.ndarray) else array
+    array = array if isinstance(array, np.ndarray) else np.asarray(array)
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if not (
@@ -129,31 +125,75 @@ def as_rows(array: Any, where: str, chunk: int = 4096) -> Tuple[torch.Tensor, Tu
         or np.issubdtype(array.dtype, np.floating)
     ):
         raise DataError(f"{where} holds {array.dtype} values; expected {ACCEPTED}")
-    shape, channels_last = example_shape(array.shape, where)
-    if array.shape[0] == 0:
+    if array.ndim == 0 or array.shape[0] == 0:
         raise DataError(f"{where} holds no examples (shape {tuple(array.shape)})")
+    return array
+
+
+def _blocks(array: np.ndarray, index: Optional[np.ndarray], chunk: int = 4096):
+    """The rows of ``array`` (those in ``index``, sorted, when given) a block at a time: a
+    memory-mapped file is read block by block, never whole."""
+    n = len(array) if index is None else len(index)
+    for i in range(0, n, chunk):
+        yield np.asarray(
+            array[i : i + chunk] if index is None else array[index[i : i + chunk]]
+        )
+
+
+def value_range(
+    array: np.ndarray, where: str, index: Optional[np.ndarray] = None
+) -> Tuple[float, float, bool]:
+    """(lowest value, highest value, whether all are whole numbers); refuses NaN and inf."""
     low, high, whole = math.inf, -math.inf, True
-    for i in range(0, len(array), chunk):
-        block = np.asarray(array[i : i + chunk])
-        if np.issubdtype(block.dtype, np.floating) and not np.isfinite(block).all():
-            raise DataError(
-                f"{where} holds NaN or infinite values; expected {ACCEPTED}"
-            )
+    for block in _blocks(array, index):
+        if np.issubdtype(block.dtype, np.floating):
+            if not np.isfinite(block).all():
+                raise DataError(
+                    f"{where} holds NaN or infinite values; expected {ACCEPTED}"
+                )
+            whole = whole and bool((block == np.round(block)).all())
         low, high = min(low, float(block.min())), max(high, float(block.max()))
-        if whole and np.issubdtype(block.dtype, np.floating):
-            whole = bool((block == np.round(block)).all())
+    return low, high, whole
+
+
+def grey_scale(low: float, high: float, whole: bool, where: str) -> float:
+    """The divisor that maps the values to [0, 1]: 1 for values in [0, 1], 255 for whole
+    grey levels up to 255; anything else is refused."""
     if low < 0 or high > 255 or (high > 1 and not whole):
         kind = "integers" if whole else "fractions"
         raise DataError(
             f"{where} holds values from {low:g} to {high:g} ({kind}); expected {ACCEPTED}"
         )
-    scale = 255.0 if high > 1 else 1.0
-    rows = torch.empty(len(array), math.prod(shape), dtype=torch.float32)
-    for i in range(0, len(array), chunk):
-        block = np.asarray(array[i : i + chunk], dtype=np.float32)
+    return 255.0 if high > 1 else 1.0
+
+
+def as_rows(
+    array: Any,
+    where: str,
+    index: Optional[np.ndarray] = None,
+    scale: Optional[float] = None,
+) -> Tuple[torch.Tensor, Tuple[int, ...]]:
+    """Validate user data and return (float32 rows (N, D) in [0, 1], one example's shape).
+
+    ``array`` is a NumPy array (a memory-mapped one is read a block of rows at a time, so no
+    float64 copy of the file is ever made) or a torch tensor, of any real dtype; with
+    ``index``, only those rows. ``scale`` (255 or 1) is found from the values unless given.
+    """
+    array = _as_numpy(array, where)
+    shape, channels_last = example_shape(array.shape, where)
+    if scale is None:
+        scale = grey_scale(*value_range(array, where, index), where)
+    n = len(array) if index is None else len(index)
+    rows = torch.empty(n, math.prod(shape), dtype=torch.float32)
+    start = 0
+    for block in _blocks(array, index):
+        block = block.astype(np.float32, copy=False)
         if channels_last:
             block = block.transpose(0, 3, 1, 2)
-        rows[i : i + len(block)] = torch.from_numpy(block.reshape(len(block), -1))
+        rows[start : start + len(block)] = torch.from_numpy(
+            np.ascontiguousarray(block).reshape(len(block), -1)
+        )
+        start += len(block)
     return rows.div_(scale) if scale != 1.0 else rows, shape
 
 
@@ -185,13 +225,33 @@ def seeded_split(n: int, config: DataConfig) -> Dict[str, np.ndarray]:
     }
 
 
-def from_splits(name: str, splits: Dict[str, Any], labels: Dict[str, Any]) -> Dataset:
+def from_splits(
+    name: str,
+    splits: Dict[str, Any],
+    labels: Dict[str, Any],
+    index: Optional[Dict[str, np.ndarray]] = None,
+) -> Dataset:
     """A :class:`Dataset` from arrays per split (``train`` and ``test``; ``valid`` optional),
-    each validated by :func:`as_rows`; every split must have the same example shape."""
+    or from one array and the row ``index`` of each split, validated by :func:`as_rows`. The
+    grey scale (1 or 255) is decided over all splits together, and every split must have
+    the same example shape."""
+    index = index or {}
+    given = {
+        s: _as_numpy(a, f"the {s} split of {name}")
+        for s, a in splits.items()
+        if a is not None and (s not in index or len(index[s]))
+    }
+    ranges = [value_range(a, f"{name}", index.get(s)) for s, a in given.items()]
+    scale = grey_scale(
+        min(r[0] for r in ranges),
+        max(r[1] for r in ranges),
+        all(r[2] for r in ranges),
+        name,
+    )
     rows, shapes = {}, {}
-    for split, array in splits.items():
-        if array is not None and len(array):
-            rows[split], shapes[split] = as_rows(array, f"the {split} split of {name}")
+    for split, array in given.items():
+        where = f"the {split} split of {name}"
+        rows[split], shapes[split] = as_rows(array, where, index.get(split), scale)
     if len(set(shapes.values())) > 1:
         found = ", ".join(f"{s} {shape}" for s, shape in shapes.items())
         raise DataError(f"the splits of {name} differ in example shape: {found}")

@@ -45,12 +45,11 @@ def _path(config: DataConfig) -> Path:
 
 
 def _split_one(config: DataConfig, name: str, array, labels=None) -> Dataset:
-    index = seeded_split(len(array), config)
-    splits = {s: array[np.sort(index[s])] for s in SPLITS}
+    index = {s: np.sort(i) for s, i in seeded_split(len(array), config).items()}
     split_labels = {}
     if labels is not None:
-        split_labels = {s: labels[np.sort(index[s])] for s in SPLITS}
-    return from_splits(name, splits, split_labels)
+        split_labels = {s: labels[index[s]] for s in SPLITS}
+    return from_splits(name, {s: array for s in SPLITS}, split_labels, index)
 
 
 @DATASETS.register("array")

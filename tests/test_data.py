@@ -366,3 +366,12 @@ def test_data_config_validation():
     with pytest.raises(ConfigError, match="test_fraction must be in"):
         cfg.load(None, {"data.test_fraction": 1.0})
     assert cfg.load(None, {"data.image_size": [4, 3]}).data.image_size == (4, 3)
+
+
+def test_grey_scale_is_decided_over_all_splits_together(tmp_path):
+    """A dark test split (levels 0 and 1 of 255) must be scaled like the training split."""
+    train = np.full((4, 3), 255, dtype=np.uint8)
+    test = np.ones((2, 3), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", train=train, test=test)
+    ds = data.load(array_config(tmp_path / "d.npz"))
+    assert ds.train.max() == 1 and torch.allclose(ds.test, torch.full((2, 3), 1 / 255))
