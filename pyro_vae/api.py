@@ -24,7 +24,7 @@ import torch
 
 from . import checkpoint
 from . import config as cfg
-from . import data, figures
+from . import data, data_record, figures
 from .config import PARTS, Config
 from .data import FROM_PYTHON, Dataset
 from .errors import ConfigError, DataError
@@ -162,7 +162,7 @@ class Model:
         self._data = dataset
         self.metrics = fit(self.vae, dataset, self.config, run_dir, progress=progress)
         if run_dir is not None:
-            data.write_provenance(Path(run_dir), self.config.data, dataset)
+            data_record.write(Path(run_dir), self.config.data, dataset)
         self.vae.eval()
         return self
 
@@ -262,7 +262,7 @@ class Model:
         }
         checkpoint.save(run_dir / CHECKPOINT_FILE, state)
         if self._data is not None:
-            data.write_provenance(run_dir, self.config.data, self._data)
+            data_record.write(run_dir, self.config.data, self._data)
         return run_dir
 
 
@@ -275,7 +275,7 @@ def load_run(
     config, vae, dataset = load_parts(Path(run_dir), device, best=best, need_data=False)
     model = Model(config)
     model.vae, model._data = vae, dataset
-    model.shape = tuple(data.run_shape(Path(run_dir), dataset))
+    model.shape = tuple(data_record.run_shape(Path(run_dir), dataset))
     state = checkpoint.load(Path(run_dir) / CHECKPOINT_FILE, map_location="cpu")
     model.metrics = state.get("metrics", [])
     return model

@@ -161,7 +161,7 @@ def overrides(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def train(args: argparse.Namespace) -> None:
-    from . import data
+    from . import data, data_record
     from . import train as training
     from . import vae as vae_mod
     from .figures import write_figures
@@ -182,7 +182,7 @@ def train(args: argparse.Namespace) -> None:
             )
         config = cfg.load(args.config, overrides(args))
     dataset = data.load(config.data)
-    data.write_provenance(run_dir, config.data, dataset)
+    data_record.write(run_dir, config.data, dataset)
     vae = vae_mod.build(config, dataset.data_dim)
     print(
         f"training on {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images; "
@@ -255,7 +255,7 @@ def sample(args: argparse.Namespace) -> None:
     import pyro
 
     from . import plots
-    from .data import run_shape
+    from .data_record import run_shape
     from .evaluate import load_run
 
     _, vae, dataset = load_run(Path(args.run_dir), "cpu", need_data=False)

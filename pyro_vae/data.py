@@ -13,10 +13,8 @@ integer grey levels 0-255, and refuses anything else with a message naming what 
 stay flat (N, D); :attr:`Dataset.shape` keeps one example's shape before flattening.
 """
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -27,7 +25,6 @@ from .errors import DataError
 from .registry import DATASETS
 
 FROM_PYTHON = "python"  # data.dataset of a run fitted on arrays given from Python
-DATA_FILE = "data.json"  # where a run directory records its data's source and shape
 CHANNELS = (1, 3)
 ACCEPTED = (
     "(N, D) rows, (N, C, H, W) or (N, H, W, C) images with C = 1 or 3, or (N, H, W) grey "
@@ -270,56 +267,6 @@ def from_splits(
         test_labels=tensors.get("test"),
         example_shape=shape,
     )
-
-
-def provenance(config: DataConfig, dataset: Dataset) -> Dict[str, Any]:
-    """What a run directory records about its data (``data.json``): the data set's name, where
-    it was read from, and one example's shape, so the run can be rebuilt without its data.
-    """
-    if config.dataset == FROM_PYTHON:
-        source = "arrays given from Python, not stored"
-    else:
-        where = config.data_path or config.data_dir
-        source = f"data set '{config.dataset}'" + (
-            f" read from {where}" if where else ""
-        )
-    return {
-        "dataset": config.dataset,
-        "source": source,
-        "data_dir": config.data_dir,
-        "data_path": config.data_path,
-        "shape": list(dataset.shape),
-        "image_shape": list(dataset.image_shape),
-        "sizes": {
-            s: len(dataset.split(s))
-            for s in ("train", "valid", "test")
-            if getattr(dataset, s) is not None
-        },
-    }
-
-
-def write_provenance(run_dir: Path, config: DataConfig, dataset: Dataset) -> None:
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / DATA_FILE).write_text(
-        json.dumps(provenance(config, dataset), indent=2) + "\n"
-    )
-
-
-def read_provenance(run_dir: Path) -> Optional[Dict[str, Any]]:
-    """The run's ``data.json``, or None for runs written before it existed."""
-    path = Path(run_dir) / DATA_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def run_shape(run_dir: Path, dataset: Optional[Dataset]) -> Tuple[int, ...]:
-    """One example's shape for a run: from its ``data.json``, else from its data set."""
-    record = read_provenance(run_dir)
-    if record is not None:
-        return tuple(record["shape"])
-    if dataset is None:
-        raise DataError(f"'{run_dir}' has no {DATA_FILE} and its data were not loaded")
-    return tuple(dataset.shape)
 
 
 from . import data_mnist, data_user  # noqa: E402,F401  (registers the data sets)

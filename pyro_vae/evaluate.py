@@ -8,7 +8,8 @@ import torch
 
 from . import checkpoint
 from .config import Config, from_dict
-from .data import Dataset, load, read_provenance
+from .data import Dataset, load
+from .data_record import read as read_data_record
 from .diagnostics import active_units, elbo_terms, kl_per_dimension, rate_distortion
 from .marginal import log_marginal_likelihood
 from .train import BEST_FILE, CHECKPOINT_FILE, resolve_device
@@ -31,7 +32,7 @@ def load_run(
         Path(run_dir) / (BEST_FILE if best else CHECKPOINT_FILE), map_location=dev
     )
     config = from_dict(state["config"])
-    record = read_provenance(Path(run_dir))
+    record = read_data_record(Path(run_dir))
     data = load(config.data) if need_data or record is None else None
     data_dim = data.data_dim if data is not None else math.prod(record["shape"])
     vae = build(config, data_dim)
