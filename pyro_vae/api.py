@@ -267,11 +267,12 @@ class Model:
 
 
 def load_run(
-    run_dir: Union[str, Path], device: str = "cpu", best: bool = False
+    run_dir: Union[str, Path], device: str = "auto", best: bool = False
 ) -> Model:
-    """A :class:`Model` from a run directory (``pyro-vae train --out`` or :meth:`Model.save`);
-    the data are reloaded when the run records a data set that can be (not arrays given from
-    Python)."""
+    """A :class:`Model` from a run directory (``pyro-vae train --out`` or :meth:`Model.save`)
+    on ``device`` (``auto``: CUDA when there is one). The network's shape comes from the run's
+    ``data.json``; the data themselves are not reloaded (give the inputs to ``evaluate`` or
+    ``figures``), except for older runs without ``data.json``."""
     config, vae, dataset = load_parts(Path(run_dir), device, best=best, need_data=False)
     model = Model(config)
     model.vae, model._data = vae, dataset

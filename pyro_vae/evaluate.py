@@ -11,6 +11,7 @@ from .config import Config, from_dict
 from .data import Dataset, load
 from .data_record import read as read_data_record
 from .diagnostics import active_units, elbo_terms, kl_per_dimension, rate_distortion
+from .errors import DataError
 from .marginal import log_marginal_likelihood
 from .train import BEST_FILE, CHECKPOINT_FILE, resolve_device
 from .vae import VAE, build
@@ -36,7 +37,15 @@ def load_run(
     data = load(config.data) if need_data or record is None else None
     data_dim = data.data_dim if data is not None else math.prod(record["shape"])
     vae = build(config, data_dim)
-    vae.load_state_dict(state["model"])
+    try:
+        vae.load_state_dict(state["model"])
+    except RuntimeError:
+        raise DataError(
+            f"the checkpoint in '{run_dir}' does not fit data of {data_dim} values per "
+            f"example, the data set '{config.data.dataset}' its config names: the run was "
+            f"trained on other data (a run fitted from Python before runs recorded their "
+            f"data); evaluate it from Python on the data it was trained on"
+        ) from None
     return config, vae.to(dev).eval(), data
 
 

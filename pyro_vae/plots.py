@@ -35,12 +35,14 @@ def show_inline(fig: Figure) -> None:
     display(fig)
 
 
-def save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` to ``path`` (creating its folder); show it inline under IPython."""
+def save(fig: Figure, path: Path, dpi: int = 110, tight: bool = True) -> Path:
+    """Write ``fig`` to ``path`` (creating its folder; ``tight``: after ``tight_layout``);
+    show it inline under IPython (a notebook), where the figure is also wanted on screen."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
     if in_notebook():
         show_inline(fig)
     if hasattr(fig, "number"):  # a pyplot figure: release it from pyplot's registry
