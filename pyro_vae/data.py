@@ -20,11 +20,10 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from .config import DataConfig
+from .config import FROM_PYTHON, DataConfig
 from .errors import DataError
 from .registry import DATASETS
 
-FROM_PYTHON = "python"  # data.dataset of a run fitted on arrays given from Python
 CHANNELS = (1, 3)
 ACCEPTED = (
     "(N, D) rows, (N, C, H, W) or (N, H, W, C) images with C = 1 or 3, or (N, H, W) grey "
