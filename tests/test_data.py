@@ -375,3 +375,20 @@ def test_grey_scale_is_decided_over_all_splits_together(tmp_path):
     np.savez(tmp_path / "d.npz", train=train, test=test)
     ds = data.load(array_config(tmp_path / "d.npz"))
     assert ds.train.max() == 1 and torch.allclose(ds.test, torch.full((2, 3), 1 / 255))
+
+
+def test_a_data_set_registered_from_user_code_is_one_function(monkeypatch):
+    from pyro_vae import config as cfg
+    from pyro_vae.registry import DATASETS
+
+    cfg.register_parts()
+    monkeypatch.setattr(DATASETS, "_factories", dict(DATASETS._factories))
+
+    @DATASETS.register("toy")
+    def toy(config: DataConfig) -> data.Dataset:
+        """Four flat rows of two values."""
+        rows = np.array([[0, 1], [1, 0], [1, 1], [0, 0]], dtype=np.float32)
+        return data.from_splits("toy", {"train": rows[:3], "test": rows[3:]}, {})
+
+    ds = data.load(cfg.load(None, {"data.dataset": "toy"}).data)
+    assert ds.shape == (2,) and ds.train.shape == (3, 2) and ds.test.shape == (1, 2)
