@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Union
 
+import numpy as np
 import torch
 
 from . import checkpoint
@@ -89,25 +90,23 @@ def load_data(
     config: Optional[Config] = None,
 ) -> Dataset:
     """A :class:`Dataset` of arrays given from Python. Without ``test``, the rows of ``x`` are
-    split by the config's seeded split (``data.test_fraction``, ``data.split_seed``)."""
+    split by the config's seeded split (``data.test_fraction``, ``data.valid_fraction``,
+    ``data.split_seed``)."""
     config = config or make_config()
+    splits = {"train": x, "test": test}
+    split_labels = {"train": labels, "test": test_labels}
     if test is None:
         index = data.seeded_split(len(x), config.data)
-        pick = {s: torch.as_tensor(index[s]).sort().values for s in ("train", "test")}
-        x, test = _take(x, pick["train"]), _take(x, pick["test"])
-        if labels is not None:
-            labels, test_labels = _take(labels, pick["train"]), _take(
-                labels, pick["test"]
-            )
-    return data.from_splits(
-        "arrays given from Python",
-        {"train": x, "test": test},
-        {"train": labels, "test": test_labels},
-    )
+        picks = {s: np.sort(i) for s, i in index.items() if len(i)}
+        splits = {s: _take(x, i) for s, i in picks.items()}
+        split_labels = {
+            s: None if labels is None else _take(labels, i) for s, i in picks.items()
+        }
+    return data.from_splits("arrays given from Python", splits, split_labels)
 
 
-def _take(array: Array, index: torch.Tensor) -> Array:
-    return array[index] if torch.is_tensor(array) else array[index.numpy()]
+def _take(array: Array, index: np.ndarray) -> Array:
+    return array[torch.as_tensor(index)] if torch.is_tensor(array) else array[index]
 
 
 class Model:
@@ -131,10 +130,13 @@ class Model:
         labels: Optional[Array] = None,
         run_dir: Union[str, Path, None] = None,
         progress: bool = False,
+        test_labels: Optional[Array] = None,
     ) -> "Model":
-        """Train with SVI on ``x``: arrays (``test`` held out, else a seeded split of ``x``), a
-        :class:`Dataset`, a registered data set's name, or ``None`` for the config's data set.
-        With ``run_dir``, the run directory is written as ``pyro-vae train`` writes it.
+        """Train with SVI on ``x``: arrays (``test`` held out, else a seeded split of ``x``;
+        ``labels`` colour the latent scatter), a :class:`Dataset`, a registered data set's
+        name, or ``None`` for the config's data set. With ``run_dir``, the run directory is
+        written as ``pyro-vae train`` writes it. Calling ``fit`` again trains on from the
+        current weights (with a fresh optimizer) for ``train.epochs`` more epochs.
         """
         if x is None or isinstance(x, str):
             name = self.config.data.dataset if x is None else x
@@ -145,10 +147,14 @@ class Model:
             if x.name != self.config.data.dataset:
                 self._set_data(cfg.DataConfig(dataset=FROM_PYTHON, binarize=False))
         else:
-            dataset = load_data(x, test, labels, config=self.config)
+            dataset = load_data(x, test, labels, test_labels, config=self.config)
             self._set_data(
                 dataclasses.replace(
-                    self.config.data, dataset=FROM_PYTHON, binarize=False, data_dir=None
+                    self.config.data,
+                    dataset=FROM_PYTHON,
+                    binarize=False,
+                    data_dir=None,
+                    data_path=None,
                 )
             )
         if self.vae is None:

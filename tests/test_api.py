@@ -144,3 +144,16 @@ def test_fit_a_data_set_by_name_and_a_shape_mismatch_is_refused():
         model.fit(binary_rows(d=10))
     with pytest.raises(ConfigError, match="call fit"):
         api.Model().sample(2)
+
+
+def test_arrays_split_into_train_valid_test_by_the_config_and_labels_follow():
+    x = binary_rows(100)
+    labels = np.arange(100)
+    model = api.Model(**SMALL, valid_fraction=0.2, test_fraction=0.1, split_seed=5)
+    ds = api.load_data(x, labels=labels, config=model.config)
+    assert (len(ds.train), len(ds.valid), len(ds.test)) == (70, 20, 10)
+    assert torch.equal(ds.test, torch.tensor(x[ds.test_labels.numpy()]))
+    again = api.load_data(
+        torch.tensor(x), labels=torch.tensor(labels), config=model.config
+    )
+    assert torch.equal(again.test_labels, ds.test_labels)
