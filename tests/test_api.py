@@ -44,19 +44,30 @@ def test_all_lists_names_that_resolve():
         pyro_vae.no_such_name
 
 
-def test_importing_the_cli_imports_neither_torch_nor_pyro():
+def heavy_modules_after(statement: str):
+    """The heavy modules a fresh interpreter holds after running ``statement``."""
     code = (
-        "import sys, pyro_vae, pyro_vae.cli; "
+        f"import sys; {statement}; "
         "print(sorted(m for m in ('torch', 'pyro', 'numpy') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "[]", out.stdout
+    return out.stdout.strip()
+
+
+def test_importing_the_cli_imports_neither_torch_nor_pyro():
+    assert heavy_modules_after("import pyro_vae, pyro_vae.cli") == "[]"
     helped = subprocess.run(
         [sys.executable, "-m", "pyro_vae.cli", "--help"], capture_output=True, text=True
     )
     assert helped.returncode == 0 and "train" in helped.stdout
+
+
+def test_the_import_check_sees_an_eager_import():
+    """Injected bug: a package that imports its parts eagerly (as it did) fails the check."""
+    eager = "import pyro_vae, pyro_vae.cli; from pyro_vae import vae"
+    assert heavy_modules_after(eager) == "['numpy', 'pyro', 'torch']"
 
 
 def test_make_config_maps_keywords_to_sections_and_refuses_unknown_ones():
