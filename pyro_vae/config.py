@@ -125,9 +125,8 @@ def register_parts() -> None:
 
 
 def from_dict(raw: Mapping[str, Any]) -> Config:
-    """Build and validate a :class:`Config` from nested dicts (missing keys take defaults).
-    Values of the fixed sections are checked before the parts are imported, so that their
-    errors answer at once."""
+    """Build and validate a :class:`Config` from nested dicts (missing keys take defaults)."""
+    register_parts()
     _check_tables(raw)
     sections = list(FIXED) + list(PARTS)
     for section in raw:
@@ -139,8 +138,6 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
     built: Dict[str, Any] = {}
     for section, cls in FIXED.items():
         built[section] = _fixed_section(section, cls, dict(raw.get(section, {})))
-    _validate_ranges(Config(**built))
-    register_parts()
     for section, registry in PARTS.items():
         options = dict(raw.get(section, {}))
         name = options.pop("name", DEFAULT_PARTS[section])
@@ -182,14 +179,7 @@ def _require(ok: bool, message: str) -> None:
 
 
 def validate(config: Config) -> None:
-    """Range checks that the type checks cannot express, and the data set's name."""
-    _validate_ranges(config)
-    if config.data.dataset != FROM_PYTHON:
-        register_parts()
-        DATASETS.get(config.data.dataset)  # an unknown name lists the valid ones
-
-
-def _validate_ranges(config: Config) -> None:
+    """Range checks that the type checks cannot express."""
     d, m, t = config.data, config.model, config.train
     _validate_data(d)
     _require(m.latent_dim >= 1, f"[model] latent_dim must be >= 1, got {m.latent_dim}")
@@ -234,6 +224,8 @@ def _validate_ranges(config: Config) -> None:
 
 
 def _validate_data(d: DataConfig) -> None:
+    if d.dataset != FROM_PYTHON:
+        DATASETS.get(d.dataset)  # an unknown name lists the valid ones
     size = d.image_size
     _require(
         size is None
