@@ -168,3 +168,29 @@ def test_arrays_split_into_train_valid_test_by_the_config_and_labels_follow():
         torch.tensor(x), labels=torch.tensor(labels), config=model.config
     )
     assert torch.equal(again.test_labels, ds.test_labels)
+
+
+def registry_sizes_in_a_fresh_process(prelude: str = "") -> str:
+    code = (
+        f"{prelude}; from pyro_vae import registry as r; "
+        "print([len(x.names()) > 0 for x in "
+        "(r.PRIORS, r.GUIDES, r.LIKELIHOODS, r.OBJECTIVES, r.DATASETS)])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def test_registries_list_their_parts_without_importing_them_first():
+    """Tests parametrize over PRIORS.names() at collection: a lazy package import must not
+    leave the registries empty there (the all-pairs test collapsed to nothing)."""
+    assert registry_sizes_in_a_fresh_process("import sys") == str([True] * 5)
+
+
+def test_the_registry_check_catches_registries_that_do_not_load():
+    """Injected bug: registries that never import the parts."""
+    prelude = (
+        "from pyro_vae import registry; registry.Registry._load = lambda self: None"
+    )
+    assert registry_sizes_in_a_fresh_process(prelude) == str([False] * 5)
