@@ -207,15 +207,29 @@ def load_mnist(config: DataConfig) -> Dataset:
                 f"MNIST '{prefix}' files do not match: images {tuple(images.shape)}, "
                 f"labels {tuple(labels.shape)}"
             )
+        if len(images) == 0 or images.shape[1] * images.shape[2] == 0:
+            raise DataError(
+                f"the MNIST '{prefix}' images file in '{directory}' holds no images (its "
+                f"header says {' x '.join(map(str, images.shape))})"
+            )
+        shapes[prefix] = tuple(images.shape[1:])  # (H, W) from the header: any size
         return images.flatten(1).float() / 255.0, labels.long()
 
+    shapes: Dict[str, Tuple[int, ...]] = {}  # (H, W) per file prefix
     train, train_labels = pair(IDX_SPLITS["train"])
     test, test_labels = pair(IDX_SPLITS["test"])
+    train_shape, test_shape = (shapes[IDX_SPLITS[s]] for s in ("train", "test"))
+    if train_shape != test_shape:
+        raise DataError(
+            f"the MNIST images in '{directory}' differ in size: train "
+            f"{'x'.join(map(str, train_shape))}, test {'x'.join(map(str, test_shape))}; "
+            f"both splits need one image size"
+        )
     return Dataset(
         "mnist",
         train,
         test,
-        (28, 28),
+        train_shape,
         train_labels=train_labels,
         test_labels=test_labels,
     )

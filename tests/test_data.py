@@ -392,3 +392,19 @@ def test_a_data_set_registered_from_user_code_is_one_function(monkeypatch):
 
     ds = data.load(cfg.load(None, {"data.dataset": "toy"}).data)
     assert ds.shape == (2,) and ds.train.shape == (3, 2) and ds.test.shape == (1, 2)
+
+
+def test_mnist_image_size_comes_from_the_header_and_must_agree(tmp_path):
+    rng = np.random.RandomState(2)
+    for prefix, side in (("train", 20), ("t10k", 20)):
+        write_idx(
+            tmp_path / f"{prefix}-images-idx3-ubyte",
+            rng.randint(0, 256, (3, side, side)),
+            2051,
+        )
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.zeros(3), 2049)
+    config = DataConfig(dataset="mnist", data_dir=str(tmp_path), binarize=False)
+    assert data.load(config).shape == (1, 20, 20)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((3, 28, 28)), 2051)
+    with pytest.raises(DataError, match="differ in size: train 20x20, test 28x28"):
+        data.load(config)
