@@ -1,6 +1,8 @@
-"""Ctrl-C while the package imports (torch and Pyro take seconds to load) ends the process
-with one line instead of a KeyboardInterrupt traceback; the hook is removed once the imports
-are done, so it never changes how a program that imported the package reports errors."""
+"""Ctrl-C while the ``pyro-vae`` command starts (before its own handler runs, and while a
+command imports torch and Pyro) ends the process with one line instead of a KeyboardInterrupt
+traceback. ``cli`` imports this module first, which installs the hook; it changes only how an
+*uncaught* KeyboardInterrupt is reported, and only in a process that imported the CLI.
+"""
 
 import sys
 
@@ -15,8 +17,3 @@ def _hook(kind, value, traceback) -> None:
 
 
 sys.excepthook = _hook  # importing this module installs the hook
-
-
-def restore() -> None:
-    if sys.excepthook is _hook:
-        sys.excepthook = _PREVIOUS

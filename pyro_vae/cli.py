@@ -14,14 +14,17 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from . import _startup  # noqa: F401  (Ctrl-C while torch imports: one line)
 from . import config as cfg
 from .errors import ConfigError, PyroVAEError
-from .registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
+from .registry import DATASETS, GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
 
 # flag -> config key, for the train command's shortcuts
 FLAGS = {
     "dataset": "data.dataset",
     "data_dir": "data.data_dir",
+    "data_path": "data.data_path",
+    "image_size": "data.image_size",
     "likelihood": "likelihood.name",
     "prior": "prior.name",
     "guide": "guide.name",
@@ -46,8 +49,8 @@ MAX_SAMPLES = 1024  # images in one sample grid (64 rows of 16)
 MAX_IMPORTANCE_SAMPLES = 1_000_000
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
 DATA_HELP = (
-    "digits (embedded, no files needed), binarized-mnist (binarized_mnist_{train,valid,test}.amat"
-    "[.gz] in --data-dir) or mnist (IDX files train-/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in --data-dir)"
+    "a registered data set; 'pyro-vae list' shows them and what each reads (default: the "
+    "embedded digits)"
 )
 
 
@@ -65,6 +68,14 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--dataset", help=DATA_HELP)
     t.add_argument("--data-dir", help="directory holding the data set's files")
+    t.add_argument("--data-path", help="the .npy/.npz file of --dataset array")
+    t.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="--dataset images: resize every image to H x W pixels",
+    )
     t.add_argument("--likelihood", help="bernoulli, gaussian, continuous_bernoulli")
     t.add_argument("--prior", help="see 'pyro-vae list'")
     t.add_argument("--guide", help="see 'pyro-vae list'")
@@ -161,7 +172,9 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seed", type=int, default=0, help="in [0, 2**32)")
     s.add_argument(
-        "--out", help="a .png, .pdf or .svg path (default: RUN_DIR/samples.png)"
+        "--out",
+        help="a .png, .pdf or .svg path (default: RUN_DIR/sample_grid.png; train's "
+        "samples.png is kept)",
     )
     s.add_argument(
         "--data-dir",
@@ -174,7 +187,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N")
 
     li = sub.add_parser(
-        "list", help="list the registered priors, guides, likelihoods, objectives"
+        "list",
+        help="list the registered priors, guides, likelihoods, objectives, data sets",
     )
     li.add_argument("--json", action="store_true")
     return p
@@ -214,9 +228,10 @@ def train(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace, run, main: bool) -> None:
-    from . import data, distributed, plots
+    from . import data, data_record, distributed
     from . import train as training
     from . import vae as vae_mod
+    from .figures import write_figures
 
     run_dir = Path(args.out)
     if distributed.restarted() and (run_dir / training.CHECKPOINT_FILE).is_file():
@@ -248,6 +263,7 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
         f"prior={config.prior.name} guide={config.guide.name} likelihood={config.likelihood.name} "
         f"objective={config.objective.name}; run directory {run_dir}"
     )
+    args.fitting = True  # from here on a Ctrl-C reports what the run directory keeps
     metrics = training.fit(
         vae,
         dataset,
@@ -258,28 +274,24 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
     )
     if not main:
         return
+    data_record.write(run_dir, config.data, dataset)
     for row in metrics[-1:]:
         print(
             f"epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO {row['test_elbo']:.2f} "
             f"(reconstruction {row['reconstruction']:.2f}, KL {row['kl']:.2f}) nats per data point"
         )
-    vae.eval()
     device = next(vae.parameters()).device
-    test = dataset.test[:10].to(device)
-    plots.training_curves(metrics, run_dir / "elbo.png")
-    plots.image_grid(
-        [("data", test), ("reconstruction", vae.reconstruct(test))],
-        dataset.image_shape,
-        run_dir / "reconstructions.png",
-    )
-    plots.image_grid(
-        [("samples from p(z)", vae.sample(10)), ("", vae.sample(10))],
-        dataset.image_shape,
-        run_dir / "samples.png",
+    written = write_figures(
+        vae,
+        dataset.test.to(device),
+        dataset.shape,
+        run_dir,
+        dataset.test_labels,
+        metrics,
     )
     print(
-        f"wrote {run_dir}/: config.toml, metrics.jsonl, checkpoint.pt, elbo.png, "
-        "reconstructions.png, samples.png"
+        f"wrote {run_dir}/: config.toml, metrics.jsonl, checkpoint.pt, data.json, "
+        + ", ".join(p.name for p in written)
     )
 
 
@@ -390,6 +402,7 @@ def sample(args: argparse.Namespace) -> None:
     import pyro
 
     from . import plots
+    from .data_record import run_shape
     from .evaluate import load_run
     from .rundir import check_writable
 
@@ -399,7 +412,7 @@ def sample(args: argparse.Namespace) -> None:
             f"{args.num}"
         )
     cfg.check_seed("--seed", args.seed)
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples.png"
+    out = Path(args.out) if args.out else Path(args.run_dir) / "sample_grid.png"
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise ConfigError(
             f"--out '{out}' must end in {', '.join(IMAGE_SUFFIXES)} (the image format)"
@@ -412,7 +425,9 @@ def sample(args: argparse.Namespace) -> None:
         raise ConfigError(f"--out '{out}' is a directory; give a file name")
     check_writable(out.parent)
     _existing_run(Path(args.run_dir), writable=False)
-    _, vae, dataset = load_run(Path(args.run_dir), "cpu", data_dir=args.data_dir)
+    _, vae, dataset = load_run(
+        Path(args.run_dir), "cpu", data_dir=args.data_dir, need_data=False
+    )
     pyro.set_rng_seed(args.seed)
     images = vae.sample(args.num)
     per_row = 16
@@ -420,7 +435,7 @@ def sample(args: argparse.Namespace) -> None:
         ("" if i else "samples from p(z)", images[i : i + per_row])
         for i in range(0, args.num, per_row)
     ]
-    plots.image_grid(rows, dataset.image_shape, out)
+    plots.image_grid(rows, run_shape(Path(args.run_dir), dataset), out)
     print(f"wrote {out}")
 
 
@@ -438,11 +453,13 @@ def check(args: argparse.Namespace) -> int:
 
 
 def list_parts(args: argparse.Namespace) -> None:
+    cfg.register_parts()
     parts = {
         "priors": PRIORS,
         "guides": GUIDES,
         "likelihoods": LIKELIHOODS,
         "objectives": OBJECTIVES,
+        "datasets": DATASETS,
     }
     if args.json:
         print(json.dumps({k: r.names() for k, r in parts.items()}))
@@ -504,6 +521,8 @@ def _interrupted(args: argparse.Namespace) -> str:
     """The one line printed after SIGINT/SIGTERM: for train, what was kept and how to resume."""
     if args.command != "train":
         return "interrupted"
+    if not getattr(args, "fitting", False):
+        return "interrupted while starting; nothing was written"
     from . import checkpoint, rundir
 
     out = Path(args.out)

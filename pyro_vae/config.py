@@ -19,28 +19,35 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import tomli_w
 
 from .errors import ConfigError
-from .registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS, check_type, did_you_mean
-from .schedules import (
-    FREE_BITS_GUIDES,
-    FREE_BITS_OBJECTIVES,
-    FREE_BITS_PRIORS,
-    KL_SCHEDULES,
+from .registry import (
+    DATASETS,
+    GUIDES,
+    LIKELIHOODS,
+    OBJECTIVES,
+    PRIORS,
+    check_type,
+    did_you_mean,
 )
 
-DATASETS = ("digits", "binarized-mnist", "mnist")
 ACTIVATIONS = ("tanh", "relu", "softplus", "elu", "gelu")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 SEED_LIMIT = 2**32  # NumPy's seeds lie in [0, 2**32)
 MAX_PARTICLES = 100_000  # more samples per data point than any bound needs
 NO_INVERSE_GUIDES = ("planar",)  # flows whose density cannot be evaluated at any z
+FROM_PYTHON = "python"  # data.dataset of a run fitted on arrays given from Python
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
+    dataset: str = "digits"  # a name in registry.DATASETS (see data.py)
+    data_dir: Optional[str] = None  # folder of the file-based sets and of "images"
+    data_path: Optional[str] = None  # the .npy/.npz file of "array"
     binarize: bool = True  # threshold grey images at 0.5 (ignored for binarized-mnist)
+    image_size: Optional[Tuple[int, ...]] = None  # "images": resize to [H, W]
+    test_fraction: float = 0.1  # "array"/"images" without given splits: seeded split
+    valid_fraction: float = 0.0
+    split_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,8 +129,16 @@ class Config:
         return tomli_w.dumps(self.to_dict())
 
 
+def register_parts() -> None:
+    """Import the modules whose registered functions a config names (priors, guides,
+    likelihoods, objectives, data sets). ``import pyro_vae`` stays light: they load here,
+    the first time a config is built."""
+    from . import data, guides, likelihoods, objectives, priors  # noqa: F401
+
+
 def from_dict(raw: Mapping[str, Any]) -> Config:
     """Build and validate a :class:`Config` from nested dicts (missing keys take defaults)."""
+    register_parts()
     _check_tables(raw)
     sections = list(FIXED) + list(PARTS)
     for section in raw:
@@ -163,7 +178,9 @@ def _fixed_section(section: str, cls: type, values: Dict[str, Any]) -> Any:
                 f"valid keys: {', '.join(defaults)}"
             )
         check_type(f"[{section}] {key}", value, defaults[key])
-        if isinstance(defaults[key], tuple):
+        if isinstance(defaults[key], tuple) or (
+            key == "image_size" and isinstance(value, list)
+        ):
             values[key] = tuple(value)
     return cls(**values)
 
@@ -176,11 +193,7 @@ def _require(ok: bool, message: str) -> None:
 def validate(config: Config) -> None:
     """Range checks that the type checks cannot express."""
     d, m, t = config.data, config.model, config.train
-    _require(
-        d.dataset in DATASETS,
-        f"unknown dataset '{d.dataset}'{did_you_mean(d.dataset, list(DATASETS))}; "
-        f"valid datasets: {', '.join(DATASETS)}",
-    )
+    _validate_data(d)
     _require(m.latent_dim >= 1, f"[model] latent_dim must be >= 1, got {m.latent_dim}")
     _require(
         all(
@@ -323,6 +336,13 @@ def flow_widths(
 
 def _validate_weights(config: Config) -> None:
     """The KL schedule, free bits and the reconstruction weight (see schedules.py)."""
+    from .schedules import (  # here, not at the top: schedules imports torch
+        FREE_BITS_GUIDES,
+        FREE_BITS_OBJECTIVES,
+        FREE_BITS_PRIORS,
+        KL_SCHEDULES,
+    )
+
     t = config.train
     _require(
         t.kl_schedule in KL_SCHEDULES,
@@ -369,6 +389,31 @@ def _validate_weights(config: Config) -> None:
         f"{' or '.join(FREE_BITS_GUIDES)} with prior {' or '.join(FREE_BITS_PRIORS)}, not "
         f"guide '{guide}' with prior '{prior}'; set free_bits = 0 or change the pair",
     )
+
+
+def _validate_data(d: DataConfig) -> None:
+    if d.dataset != FROM_PYTHON:
+        DATASETS.get(d.dataset)  # an unknown name lists the valid ones
+    size = d.image_size
+    _require(
+        size is None
+        or (
+            isinstance(size, tuple)
+            and len(size) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in size)
+            and min(size) >= 1
+        ),
+        f"[data] image_size must be [height, width] in pixels, like [28, 28], got {size}",
+    )
+    for key in ("test_fraction", "valid_fraction"):
+        value = getattr(d, key)
+        _require(0 <= value < 1, f"[data] {key} must be in [0, 1), got {value}")
+    _require(
+        d.test_fraction + d.valid_fraction < 1,
+        f"[data] test_fraction + valid_fraction must be < 1 (the rest trains), got "
+        f"{d.test_fraction} + {d.valid_fraction}",
+    )
+    _require(d.split_seed >= 0, f"[data] split_seed must be >= 0, got {d.split_seed}")
 
 
 def packaged_configs() -> List[str]:

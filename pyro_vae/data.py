@@ -1,40 +1,43 @@
-"""Data sets as float tensors of flattened images in [0, 1].
+"""Data sets: train/test (and optional validation) rows, flattened, float32 in [0, 1].
 
-* ``digits``: scikit-learn's bundled 8x8 digits (1797 images; the embedded default, no files
-  needed), scaled to [0, 1]; a fixed 300-image test split.
-* ``binarized-mnist``: the statically binarized MNIST of Larochelle & Murray (2011), the text
-  files ``binarized_mnist_{train,valid,test}.amat`` (plain or ``.gz``), 50k/10k/10k.
-* ``mnist``: the original MNIST IDX files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte``
-  (plain or ``.gz``), grey levels scaled to [0, 1].
+Every data set is one function registered in :data:`pyro_vae.registry.DATASETS` that turns a
+:class:`~pyro_vae.config.DataConfig` into a :class:`Dataset`:
 
-There is no download code: point ``--data-dir`` at a directory holding the files.
+* ``digits``, ``binarized-mnist``, ``mnist``: the built-in sets (:mod:`pyro_vae.data_mnist`);
+* ``array`` (a ``.npy``/``.npz`` file) and ``images`` (a folder of PNG/JPEG files): the user's
+  own data (:mod:`pyro_vae.data_user`).
+
+Whatever the source, :func:`as_rows` is the one gate user data passes: it accepts arrays of
+shape (N, D), (N, C, H, W), (N, H, W) or (N, H, W, C) with C in {1, 3}, values in [0, 1] or
+integer grey levels 0-255, and refuses anything else with a message naming what it found. Rows
+stay flat (N, D); :attr:`Dataset.shape` keeps one example's shape before flattening.
 """
 
-import gzip
 import math
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .config import DataConfig
+from .config import FROM_PYTHON, DataConfig
 from .errors import DataError
+from .registry import DATASETS
 
-AMAT_SPLITS = {s: f"binarized_mnist_{s}.amat" for s in ("train", "valid", "test")}
-IDX_SPLITS = {"train": "train", "test": "t10k"}
-WHERE_FROM = {
-    "binarized-mnist": "the static binarization of Larochelle & Murray (2011), distributed "
-    "with the IWAE code of Burda et al. and by most VAE benchmark suites",
-    "mnist": "Yann LeCun's MNIST page (the four IDX files, gzipped)",
-}
+CHANNELS = (1, 3)
+ACCEPTED = (
+    "(N, D) rows, (N, C, H, W) or (N, H, W, C) images with C = 1 or 3, or (N, H, W) grey "
+    "images, with values in [0, 1] or integer grey levels 0-255"
+)
 
 
 @dataclass
 class Dataset:
-    """Train/test (and optional validation) images, flattened, float32 in [0, 1]."""
+    """Train/test (and optional validation) rows, flattened, float32 in [0, 1].
+
+    ``image_shape`` is the (H, W) an example is drawn as; ``example_shape``, when given, is one
+    example's full shape before flattening ((C, H, W) for images, (D,) for flat data).
+    """
 
     name: str
     train: torch.Tensor
@@ -43,6 +46,7 @@ class Dataset:
     valid: Optional[torch.Tensor] = None
     train_labels: Optional[torch.Tensor] = None
     test_labels: Optional[torch.Tensor] = None
+    example_shape: Optional[Tuple[int, ...]] = None
 
     @property
     def data_dim(self) -> int:
@@ -53,6 +57,8 @@ class Dataset:
         """The shape of one example before flattening: (C, H, W) for images, (D,) otherwise.
         Rows are stored flat (length ``data_dim``); a convolutional network reshapes them.
         """
+        if self.example_shape is not None:
+            return tuple(self.example_shape)
         if len(self.image_shape) == 2 and math.prod(self.image_shape) == self.data_dim:
             return (1, *self.image_shape)
         return (self.data_dim,)
@@ -72,15 +78,15 @@ class Dataset:
 
 
 def load(config: DataConfig) -> Dataset:
-    """Load the data set that ``config`` names; binarize grey images when asked."""
-    if config.dataset == "digits":
-        data = load_digits()
-    elif config.dataset == "binarized-mnist":
-        data = load_binarized_mnist(_data_dir(config))
-    elif config.dataset == "mnist":
-        data = load_mnist(_data_dir(config))
-    else:
-        raise DataError(f"unknown dataset '{config.dataset}'")
+    """Load the data set that ``config`` names (a :data:`DATASETS` entry); binarize grey
+    images at 0.5 when ``config.binarize`` says so."""
+    if config.dataset == FROM_PYTHON:
+        raise DataError(
+            "this run was trained on arrays given from Python, which are not stored with it; "
+            "evaluate it from Python (pyro_vae.load_run(RUN_DIR).evaluate(x)) or retrain it "
+            "with --dataset array --data-path FILE"
+        )
+    data = DATASETS.get(config.dataset)(config)
     if config.binarize:
         for split in ("train", "valid", "test"):
             images = getattr(data, split)
@@ -89,191 +95,177 @@ def load(config: DataConfig) -> Dataset:
     return data
 
 
-def _data_dir(config: DataConfig) -> Path:
-    if config.data_dir is None:
-        raise DataError(
-            f"data set '{config.dataset}' is read from files: pass --data-dir DIR (or set "
-            f"data.data_dir in the config) pointing at a directory with {_expected(config.dataset)}"
+def example_shape(shape: Tuple[int, ...], where: str) -> Tuple[Tuple[int, ...], bool]:
+    """One example's (C, H, W) or (D,) shape from an array's full ``shape``, and whether the
+    array is channels-last (N, H, W, C) and must be transposed."""
+    found = f"{where} has shape {tuple(shape)}"
+    if len(shape) == 2:
+        return (shape[1],), False
+    if len(shape) == 3:
+        return (1, shape[1], shape[2]), False
+    if len(shape) == 4 and shape[1] in CHANNELS:
+        return tuple(shape[1:]), False
+    if len(shape) == 4 and shape[3] in CHANNELS:
+        return (shape[3], shape[1], shape[2]), True
+    raise DataError(f"{found}; expected {ACCEPTED}")
+
+
+def _as_numpy(array: Any, where: str) -> np.ndarray:
+    if torch.is_tensor(array):
+        array = array.detach().cpu().numpy()
+    array = array if isinstance(array, np.ndarray) else np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if not (
+        np.issubdtype(array.dtype, np.integer)
+        or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise DataError(f"{where} holds {array.dtype} values; expected {ACCEPTED}")
+    if array.ndim == 0 or array.shape[0] == 0:
+        raise DataError(f"{where} holds no examples (shape {tuple(array.shape)})")
+    return array
+
+
+def _blocks(array: np.ndarray, index: Optional[np.ndarray], chunk: int = 4096):
+    """The rows of ``array`` (those in ``index``, sorted, when given) a block at a time: a
+    memory-mapped file is read block by block, never whole."""
+    n = len(array) if index is None else len(index)
+    for i in range(0, n, chunk):
+        yield np.asarray(
+            array[i : i + chunk] if index is None else array[index[i : i + chunk]]
         )
-    path = Path(config.data_dir).expanduser()
-    if not path.is_dir():
+
+
+def value_range(
+    array: np.ndarray, where: str, index: Optional[np.ndarray] = None
+) -> Tuple[float, float, bool]:
+    """(lowest value, highest value, whether all are whole numbers); refuses NaN and inf."""
+    low, high, whole = math.inf, -math.inf, True
+    for block in _blocks(array, index):
+        if np.issubdtype(block.dtype, np.floating):
+            if not np.isfinite(block).all():
+                raise DataError(
+                    f"{where} holds NaN or infinite values; expected {ACCEPTED}"
+                )
+            whole = whole and bool((block == np.round(block)).all())
+        low, high = min(low, float(block.min())), max(high, float(block.max()))
+    return low, high, whole
+
+
+def grey_scale(low: float, high: float, whole: bool, where: str) -> float:
+    """The divisor that maps the values to [0, 1]: 1 for values in [0, 1], 255 for whole
+    grey levels up to 255; anything else is refused."""
+    if low < 0 or high > 255 or (high > 1 and not whole):
+        kind = "integers" if whole else "fractions"
         raise DataError(
-            f"data directory '{path}' does not exist; it should hold {_expected(config.dataset)}"
+            f"{where} holds values from {low:g} to {high:g} ({kind}); expected {ACCEPTED}"
         )
-    return path
+    return 255.0 if high > 1 else 1.0
 
 
-def _expected(dataset: str) -> str:
-    if dataset == "binarized-mnist":
-        names = ", ".join(AMAT_SPLITS.values())
-    else:
-        names = ", ".join(
-            f"{prefix}-{kind}-ubyte"
-            for prefix in IDX_SPLITS.values()
-            for kind in ("images-idx3", "labels-idx1")
-        )
-    return f"the files {names} (each plain or .gz), from {WHERE_FROM[dataset]}"
+def as_rows(
+    array: Any,
+    where: str,
+    index: Optional[np.ndarray] = None,
+    scale: Optional[float] = None,
+) -> Tuple[torch.Tensor, Tuple[int, ...]]:
+    """Validate user data and return (float32 rows (N, D) in [0, 1], one example's shape).
 
-
-def _find(directory: Path, filename: str, dataset: str) -> Path:
-    for candidate in (directory / filename, directory / f"{filename}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise DataError(
-        f"'{filename}' (or '{filename}.gz') is missing from '{directory}'; "
-        f"the directory should hold {_expected(dataset)}"
-    )
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (EOFError, OSError, zlib.error) as err:
-        raise DataError(
-            f"cannot read '{path}': the file is truncated or corrupt ({err})"
-        ) from None
-
-
-def load_digits() -> Dataset:
-    """scikit-learn's 8x8 digits scaled to [0, 1]; the last 300 images (shuffled once with a
-    fixed seed) form the test split."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    bunch = sklearn_digits()
-    images = torch.tensor(bunch.data / 16.0, dtype=torch.float32)
-    labels = torch.tensor(bunch.target)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-    images, labels = images[order], labels[order]
-    return Dataset(
-        "digits",
-        images[:-300],
-        images[-300:],
-        (8, 8),
-        train_labels=labels[:-300],
-        test_labels=labels[-300:],
-    )
-
-
-def read_amat(path: Path, width: int = 784) -> torch.Tensor:
-    """Parse a binarized-MNIST ``.amat[.gz]`` file: one image a line, ``width`` space-separated
-    0/1 values. Refuses any other character, a row of another width, or an empty file.
+    ``array`` is a NumPy array (a memory-mapped one is read a block of rows at a time, so no
+    float64 copy of the file is ever made) or a torch tensor, of any real dtype; with
+    ``index``, only those rows. ``scale`` (255 or 1) is found from the values unless given.
     """
-    raw = np.frombuffer(_read_bytes(Path(path)), dtype=np.uint8)
-    is_digit = (raw == ord("0")) | (raw == ord("1"))
-    allowed = is_digit | np.isin(raw, np.frombuffer(b" \t\r\n", dtype=np.uint8))
-    if not allowed.all():
-        at = int(np.argmin(allowed))
-        line = int((raw[:at] == ord("\n")).sum()) + 1
+    array = _as_numpy(array, where)
+    shape, channels_last = example_shape(array.shape, where)
+    if scale is None:
+        scale = grey_scale(*value_range(array, where, index), where)
+    n = len(array) if index is None else len(index)
+    rows = torch.empty(n, math.prod(shape), dtype=torch.float32)
+    start = 0
+    for block in _blocks(array, index):
+        block = block.astype(np.float32, copy=False)
+        if channels_last:
+            block = block.transpose(0, 3, 1, 2)
+        rows[start : start + len(block)] = torch.from_numpy(
+            np.ascontiguousarray(block).reshape(len(block), -1)
+        )
+        start += len(block)
+    return rows.div_(scale) if scale != 1.0 else rows, shape
+
+
+def drawn_as(shape: Tuple[int, ...]) -> Tuple[int, int]:
+    """The (H, W) an example of ``shape`` is drawn as: (H, W) of an image, a square for flat
+    data of square length, else one row."""
+    if len(shape) == 3:
+        return (shape[1], shape[2])
+    side = math.isqrt(shape[0])
+    return (side, side) if side * side == shape[0] else (1, shape[0])
+
+
+def seeded_split(n: int, config: DataConfig) -> Dict[str, np.ndarray]:
+    """Row indices of the train/valid/test splits of one array: a permutation drawn from
+    ``config.split_seed``; ``test_fraction`` and ``valid_fraction`` of the rows (at least one
+    test row) go to test and validation."""
+    order = np.random.RandomState(config.split_seed).permutation(n)
+    n_test = max(1, round(n * config.test_fraction))
+    n_valid = round(n * config.valid_fraction)
+    if n - n_test - n_valid < 1:
         raise DataError(
-            f"'{path}' line {line}: found {bytes(raw[at:at + 12])!r}; a binarized-MNIST .amat "
-            f"file holds only 0/1 values separated by spaces"
+            f"{n} examples leave none for training after a test fraction of "
+            f"{config.test_fraction} and a validation fraction of {config.valid_fraction}"
         )
-    if (is_digit[1:] & is_digit[:-1]).any():
-        line = (
-            int(
-                (raw[: int(np.argmax(is_digit[1:] & is_digit[:-1]))] == ord("\n")).sum()
-            )
-            + 1
-        )
-        raise DataError(
-            f"'{path}' line {line}: values must be single 0/1 digits separated by spaces"
-        )
-    ends = np.flatnonzero(raw == ord("\n"))
-    if len(raw) and raw[-1] != ord("\n"):
-        ends = np.append(ends, len(raw) - 1)
-    starts = (
-        np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.zeros(0, np.int64)
+    return {
+        "test": order[:n_test],
+        "valid": order[n_test : n_test + n_valid],
+        "train": order[n_test + n_valid :],
+    }
+
+
+def from_splits(
+    name: str,
+    splits: Dict[str, Any],
+    labels: Dict[str, Any],
+    index: Optional[Dict[str, np.ndarray]] = None,
+) -> Dataset:
+    """A :class:`Dataset` from arrays per split (``train`` and ``test``; ``valid`` optional),
+    or from one array and the row ``index`` of each split, validated by :func:`as_rows`. The
+    grey scale (1 or 255) is decided over all splits together, and every split must have
+    the same example shape."""
+    index = index or {}
+    given = {
+        s: _as_numpy(a, f"the {s} split of {name}")
+        for s, a in splits.items()
+        if a is not None and (s not in index or len(index[s]))
+    }
+    ranges = [value_range(a, f"{name}", index.get(s)) for s, a in given.items()]
+    scale = grey_scale(
+        min(r[0] for r in ranges),
+        max(r[1] for r in ranges),
+        all(r[2] for r in ranges),
+        name,
     )
-    counts = np.add.reduceat(is_digit, starts, dtype=np.int64) if len(ends) else starts
-    rows = counts[counts > 0]
-    if len(rows) == 0:
-        raise DataError(f"'{path}' holds no images: the file is empty")
-    bad = np.flatnonzero(counts[counts > 0] != width)
-    if len(bad):
-        line = int(np.flatnonzero(counts > 0)[bad[0]]) + 1
-        raise DataError(
-            f"'{path}' line {line}: {int(rows[bad[0]])} values, expected {width} "
-            f"(a {int(width ** 0.5)}x{int(width ** 0.5)} image); the file is malformed or truncated"
-        )
-    values = raw[is_digit] - ord("0")
-    return torch.from_numpy(values.reshape(len(rows), width).astype(np.float32))
-
-
-def load_binarized_mnist(directory: Path) -> Dataset:
-    splits: Dict[str, torch.Tensor] = {
-        split: read_amat(_find(Path(directory), name, "binarized-mnist"))
-        for split, name in AMAT_SPLITS.items()
+    rows, shapes = {}, {}
+    for split, array in given.items():
+        where = f"the {split} split of {name}"
+        rows[split], shapes[split] = as_rows(array, where, index.get(split), scale)
+    if len(set(shapes.values())) > 1:
+        found = ", ".join(f"{s} {shape}" for s, shape in shapes.items())
+        raise DataError(f"the splits of {name} differ in example shape: {found}")
+    shape = shapes["train"]
+    tensors = {
+        k: None if v is None else torch.as_tensor(np.asarray(v)).long()
+        for k, v in labels.items()
     }
     return Dataset(
-        "binarized-mnist",
-        splits["train"],
-        splits["test"],
-        (28, 28),
-        valid=splits["valid"],
+        name,
+        rows["train"],
+        rows["test"],
+        drawn_as(shape),
+        valid=rows.get("valid"),
+        train_labels=tensors.get("train"),
+        test_labels=tensors.get("test"),
+        example_shape=shape,
     )
 
 
-def read_idx(path: Path) -> torch.Tensor:
-    """Parse an MNIST IDX file (images: magic 2051, uint8 N x 28 x 28; labels: magic 2049)."""
-    raw = _read_bytes(Path(path))
-    if len(raw) < 8:
-        raise DataError(
-            f"'{path}' is too short to be an IDX file (it is {len(raw)} bytes)"
-        )
-    magic = int.from_bytes(raw[:4], "big")
-    if magic not in (2049, 2051):
-        raise DataError(
-            f"'{path}' is not an MNIST IDX file: its magic number is {magic}, expected 2051 "
-            f"(images) or 2049 (labels)"
-        )
-    ndim = magic - 2048
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    start, expected = 4 + 4 * ndim, int(np.prod(dims))
-    if len(raw) - start != expected:
-        raise DataError(
-            f"'{path}' holds {len(raw) - start} data bytes but its header promises {expected} "
-            f"({' x '.join(map(str, dims))}); the file is truncated or corrupt"
-        )
-    return torch.from_numpy(
-        np.frombuffer(raw, dtype=np.uint8, offset=start).reshape(dims).copy()
-    )
-
-
-def load_mnist(directory: Path) -> Dataset:
-    def pair(prefix: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte", "mnist"))
-        labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte", "mnist"))
-        if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
-            raise DataError(
-                f"MNIST '{prefix}' files do not match: images {tuple(images.shape)}, "
-                f"labels {tuple(labels.shape)}"
-            )
-        if len(images) == 0 or images.shape[1] * images.shape[2] == 0:
-            raise DataError(
-                f"the MNIST '{prefix}' images file in '{directory}' holds no images (its "
-                f"header says {' x '.join(map(str, images.shape))})"
-            )
-        shapes[prefix] = tuple(images.shape[1:])  # (H, W) from the header: any size
-        return images.flatten(1).float() / 255.0, labels.long()
-
-    shapes: Dict[str, Tuple[int, ...]] = {}  # (H, W) per file prefix
-    train, train_labels = pair(IDX_SPLITS["train"])
-    test, test_labels = pair(IDX_SPLITS["test"])
-    train_shape, test_shape = (shapes[IDX_SPLITS[s]] for s in ("train", "test"))
-    if train_shape != test_shape:
-        raise DataError(
-            f"the MNIST images in '{directory}' differ in size: train "
-            f"{'x'.join(map(str, train_shape))}, test {'x'.join(map(str, test_shape))}; "
-            f"both splits need one image size"
-        )
-    return Dataset(
-        "mnist",
-        train,
-        test,
-        train_shape,
-        train_labels=train_labels,
-        test_labels=test_labels,
-    )
+from . import data_mnist, data_user  # noqa: E402,F401  (registers the data sets)

@@ -1,6 +1,7 @@
 """Evaluate a trained run: importance-sampled log p(x), the bound ladder, and diagnostics."""
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -9,6 +10,7 @@ import torch
 from . import checkpoint, distributed, rundir
 from .config import Config, check_size, from_dict
 from .data import Dataset, load
+from .data_record import read as read_data_record
 from .diagnostics import (
     active_units,
     elbo_terms,
@@ -33,10 +35,15 @@ def load_run(
     device: str = "auto",
     best: bool = False,
     data_dir: Optional[str] = None,
-) -> Tuple[Config, VAE, Dataset]:
+    need_data: bool = True,
+) -> Tuple[Config, VAE, Optional[Dataset]]:
     """Rebuild a run's VAE from its last checkpoint, or with ``best`` from the epoch with the
     highest validation ELBO (data sets with a validation split); the config is the saved one,
     with the data read from ``data_dir`` when given (the files moved since training).
+
+    The data set is reloaded from where the run's config says; a run whose data cannot be
+    reloaded (arrays given from Python) raises :class:`DataError`, unless ``need_data`` is
+    False: then the data set is ``None`` and the network's shape comes from ``data.json``.
 
     The checkpoint is checked before use: its structure, its config, and that every parameter
     has the shape the config builds (one-line :class:`TrainingError` naming the file).
@@ -60,9 +67,11 @@ def load_run(
         config = dataclasses.replace(
             config, data=dataclasses.replace(config.data, data_dir=data_dir)
         )
-    data = load(config.data)
-    check_size(config, data.data_dim)
-    vae = build(config, data.data_dim)
+    record = read_data_record(Path(run_dir))
+    data = load(config.data) if need_data or record is None else None
+    data_dim = data.data_dim if data is not None else math.prod(record["shape"])
+    check_size(config, data_dim)
+    vae = build(config, data_dim)
     checkpoint.check_fits(path, state["model"], vae.state_dict())
     vae.load_state_dict(state["model"])
     return config, vae.to(dev).eval(), data

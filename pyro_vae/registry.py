@@ -17,12 +17,27 @@ def did_you_mean(name: str, valid: List[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _register_library_parts() -> None:
+    """Import the library's part modules, which register their parts (``import pyro_vae`` is
+    lazy, so a registry loads them the first time it is asked what it holds)."""
+    from .config import register_parts
+
+    register_parts()
+
+
 class Registry:
-    """A mapping from names to factories of one kind of part (``kind`` names it in errors)."""
+    """A mapping from names to factories of one kind of part (``kind`` names it in errors).
+    Asking it for names or a factory first imports the library's parts."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self._factories: Dict[str, Callable] = {}
+        self._loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            _register_library_parts()
 
     def register(self, name: str) -> Callable[[Callable], Callable]:
         def decorator(factory: Callable) -> Callable:
@@ -34,12 +49,15 @@ class Registry:
         return decorator
 
     def names(self) -> List[str]:
+        self._load()
         return sorted(self._factories)
 
     def __contains__(self, name: str) -> bool:
+        self._load()
         return name in self._factories
 
     def get(self, name: str) -> Callable:
+        self._load()
         if name not in self._factories:
             raise ConfigError(
                 f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}; "
@@ -92,3 +110,4 @@ PRIORS = Registry("prior")
 GUIDES = Registry("guide")
 LIKELIHOODS = Registry("likelihood")
 OBJECTIVES = Registry("objective")
+DATASETS = Registry("dataset")

@@ -51,6 +51,7 @@ RUN_FILES = (
     CHECKPOINT_FILE,
     BEST_FILE,
     "evaluation.json",
+    "data.json",
     "elbo.png",
     "reconstructions.png",
     "samples.png",

@@ -4,7 +4,7 @@ import pytest
 
 from pyro_vae import config as cfg
 from pyro_vae.cli import main
-from pyro_vae.registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
+from pyro_vae.registry import DATASETS, GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
 
 FAST = [
     "--epochs",
@@ -69,7 +69,11 @@ def test_list_json(capsys):
         "guides": GUIDES.names(),
         "likelihoods": LIKELIHOODS.names(),
         "objectives": OBJECTIVES.names(),
+        "datasets": DATASETS.names(),
     }
+    assert {"digits", "mnist", "binarized-mnist", "array", "images"} <= set(
+        listed["datasets"]
+    )
     assert main(["list"]) == 0
     assert "num_pseudo=500" in capsys.readouterr().out
 
@@ -144,3 +148,60 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(ConfigError):
         main(["--debug", "train", "--prior", "nope", "--out", str(tmp_path)])
+
+
+def test_train_evaluate_sample_on_an_npz_of_colour_images(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "colour.npz"
+    np.savez(
+        path,
+        train=(rng.random((40, 4, 4, 3)) < 0.3).astype(np.uint8) * 255,
+        test=(rng.random((10, 4, 4, 3)) < 0.3).astype(np.uint8) * 255,
+    )
+    run = tmp_path / "run"
+    args = ["--dataset", "array", "--data-path", str(path), "--out", str(run)]
+    assert main(["train", *FAST, "--batch-size", "20", *args]) == 0
+    record = json.loads((run / "data.json").read_text())
+    assert record["shape"] == [3, 4, 4] and record["data_path"] == str(path)
+    assert cfg.load(str(run / "config.toml")).data.data_path == str(path)
+    assert main(["evaluate", str(run), "--num-samples", "10"]) == 0
+    assert json.loads((run / "evaluation.json").read_text())["n"] == 10
+    before = (run / "samples.png").read_bytes()
+    assert main(["sample", str(run), "--num", "4", "--seed", "1"]) == 0
+    assert (run / "samples.png").read_bytes() == before  # train's figure is kept
+    assert (run / "sample_grid.png").is_file()
+    out = capsys.readouterr().out
+    assert "latent_traversal.png" in out and "interpolation.png" in out
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset", "arry"], "unknown dataset 'arry' (did you mean 'array'?)"),
+        (["--dataset", "array"], "pass --data-path FILE"),
+        (["--dataset", "images", "--data-dir", "/nonexistent"], "does not exist"),
+        (["--image-size", "0", "4"], "image_size must be [height, width]"),
+    ],
+)
+def test_bad_data_flags_are_one_line_errors(tmp_path, capsys, args, message):
+    assert main(["train", *FAST, "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_run_trained_on_other_data_than_its_config_names_is_refused(tmp_path, capsys):
+    """The low-level fit does not record the data: a checkpoint of 10-value rows under a
+    config naming the digits (64 values) must not be scored on the digits, nor crash."""
+    import torch
+
+    from pyro_vae import data, train, vae
+
+    config = cfg.load(None, {"model.hidden": [8], "train.epochs": 1})
+    x = (torch.rand(60, 10) < 0.5).float()
+    ds = data.Dataset("mine", x[:50], x[50:], (1, 10))
+    train.fit(vae.build(config, 10), ds, config, tmp_path / "run")
+    assert main(["evaluate", str(tmp_path / "run"), "--num-samples", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit data of 64 values per example" in err and err.count("\n") == 1

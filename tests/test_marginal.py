@@ -150,7 +150,7 @@ def test_prepared_heap_reuses_chunk_sized_temporaries_without_page_faults():
     # of the 20 rounds, varying from run to run; after prepare_heap they are reused.
     code = textwrap.dedent("""
         import resource, torch
-        from pyro_vae import marginal
+        from pyro_vae import evaluate, marginal  # the modules pyro-vae evaluate imports
         marginal.prepare_heap()
         def rounds(n):
             for _ in range(n):

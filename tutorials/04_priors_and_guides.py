@@ -221,8 +221,7 @@ for (prior, guide), r in runs.items():
     )
     ax.set(xlim=(-reach, reach), ylim=(-reach, reach), aspect="equal")
 fig.colorbar(dots, ax=axes, ticks=range(10), label="digit label", shrink=0.6)
-fig.savefig(FIGURES / "04_latent_by_prior_and_guide.png", dpi=90)
-plt.close(fig)
+plots.save(fig, FIGURES / "04_latent_by_prior_and_guide.png", dpi=90, tight=False)
 
 # %% [markdown]
 # ## Holes in the latent space
