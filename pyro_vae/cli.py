@@ -6,6 +6,7 @@ shows the traceback instead).
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -21,6 +22,7 @@ FLAGS = {
     "likelihood": "likelihood.name",
     "prior": "prior.name",
     "guide": "guide.name",
+    "network": "network.name",
     "elbo": "objective.name",
     "num_particles": "objective.num_particles",
     "latent_dim": "model.latent_dim",
@@ -56,6 +58,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--likelihood", help="bernoulli, gaussian, continuous_bernoulli")
     t.add_argument("--prior", help="see 'pyro-vae list'")
     t.add_argument("--guide", help="see 'pyro-vae list'")
+    t.add_argument(
+        "--network",
+        help="mlp (sized by model.hidden) or conv (options: --set network.channels=[32,64])",
+    )
     t.add_argument("--elbo", help="trace, meanfield or iwae")
     t.add_argument(
         "--num-particles", type=int, help="samples per data point for the objective"
@@ -167,7 +173,7 @@ def train(args: argparse.Namespace) -> None:
             )
         config = cfg.load(args.config, overrides(args))
     dataset = data.load(config.data)
-    vae = vae_mod.build(config, dataset.data_dim)
+    vae = vae_mod.build(config, dataset.shape)
     print(
         f"training on {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images; "
         f"prior={config.prior.name} guide={config.guide.name} likelihood={config.likelihood.name} "
@@ -218,6 +224,10 @@ def evaluate(args: argparse.Namespace) -> None:
         "checkpoint": "best" if args.best else "last",
         **run_evaluation(vae, x, args.num_samples),
     }
+    likelihood = vae.likelihood
+    if getattr(likelihood, "binary", False) or getattr(likelihood, "discrete", False):
+        # bits per dimension, as image papers report: -log p(x) / (D ln 2)
+        result["bits_per_dim"] = -result["log_marginal"] / (x.shape[1] * math.log(2))
     run_dir = Path(args.run_dir)
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     if result["kl_per_dim"] is not None:
@@ -236,6 +246,11 @@ def evaluate(args: argparse.Namespace) -> None:
         f"{args.split} ({result['n']} images): log p(x) ~= {result['log_marginal']:.2f} "
         f"± {result['log_marginal_stderr'] or float('nan'):.2f} nats (K={args.num_samples}), "
         f"ELBO {result['elbo']:.2f}, KL {result['kl']:.2f}, active units {result['active_units']}"
+        + (
+            f"; {result['bits_per_dim']:.4f} bits/dim"
+            if "bits_per_dim" in result
+            else ""
+        )
     )
     print(f"wrote {run_dir}/evaluation.json, bound_ladder.png")
 

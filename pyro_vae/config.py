@@ -1,8 +1,10 @@
 """Run configuration: frozen dataclasses, TOML files, CLI overrides and validation.
 
 A config has six sections. ``[data]``, ``[model]`` and ``[train]`` hold fixed fields;
-``[prior]``, ``[guide]``, ``[likelihood]`` and ``[objective]`` hold a part's ``name`` plus that
-part's own options, which the part's registry checks. Precedence: defaults < TOML file <
+``[prior]``, ``[guide]``, ``[likelihood]``, ``[objective]`` and ``[network]`` hold a part's ``name``
+plus that part's own options, which the part's registry checks (``[network] name = "mlp"``, the
+default, is sized by ``[model] hidden`` and ``activation``; ``name = "conv"`` takes its own
+options, see ``networks.py``). Precedence: defaults < TOML file <
 command-line flags. ``to_dict``/``from_dict`` round-trip exactly, so a run's saved
 ``config.toml`` rebuilds the same run.
 """
@@ -18,7 +20,15 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import tomli_w
 
 from .errors import ConfigError
-from .registry import GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS, check_type, did_you_mean
+from .registry import (
+    GUIDES,
+    LIKELIHOODS,
+    NETWORKS,
+    OBJECTIVES,
+    PRIORS,
+    check_type,
+    did_you_mean,
+)
 
 DATASETS = ("digits", "binarized-mnist", "mnist")
 ACTIVATIONS = ("tanh", "relu", "softplus", "elu", "gelu")
@@ -65,12 +75,14 @@ PARTS = {
     "guide": GUIDES,
     "likelihood": LIKELIHOODS,
     "objective": OBJECTIVES,
+    "network": NETWORKS,
 }
 DEFAULT_PARTS = {
     "prior": "standard_normal",
     "guide": "diagonal",
     "likelihood": "bernoulli",
     "objective": "trace",
+    "network": "mlp",
 }
 FIXED = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
@@ -84,6 +96,7 @@ class Config:
     likelihood: PartConfig = PartConfig(DEFAULT_PARTS["likelihood"])
     objective: PartConfig = PartConfig(DEFAULT_PARTS["objective"])
     train: TrainConfig = TrainConfig()
+    network: PartConfig = PartConfig(DEFAULT_PARTS["network"])
 
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
         """Nested plain dict (TOML-ready: no ``None`` values, tuples as lists)."""

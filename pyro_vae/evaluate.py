@@ -28,7 +28,7 @@ def load_run(
     )
     config = from_dict(state["config"])
     data = load(config.data)
-    vae = build(config, data.data_dim)
+    vae = build(config, data.shape)
     vae.load_state_dict(state["model"])
     return config, vae.to(dev).eval(), data
 
