@@ -163,6 +163,17 @@ def _log1mexp(d: torch.Tensor) -> torch.Tensor:
     )
 
 
+def _log_bin(
+    k: torch.Tensor, a: torch.Tensor, b: torch.Tensor, width: torch.Tensor
+) -> torch.Tensor:
+    """log P(bin k) of one logistic from its standardized upper and lower edges a and b
+    (``width`` = a - b): the tails at k = 0 and k = 255, the difference of CDFs between.
+    """
+    middle = F.logsigmoid(a) + F.logsigmoid(-b) + _log1mexp(width)
+    lowest = torch.where(k == 0, F.logsigmoid(a), middle)
+    return torch.where(k == LEVELS, F.logsigmoid(-b), lowest)
+
+
 class DiscretizedLogisticMixture(dist.TorchDistribution):
     """Per-pixel mixture of logistics discretized to the 256 values k/255 (Kingma et al. 2016;
     Salimans et al. 2017, PixelCNN++), batch shape = the parameters' shape minus the last
@@ -207,10 +218,7 @@ class DiscretizedLogisticMixture(dist.TorchDistribution):
         centered = k / LEVELS - self.loc
         a = inv_s * (centered + 0.5 / LEVELS)
         b = inv_s * (centered - 0.5 / LEVELS)
-        middle = F.logsigmoid(a) + F.logsigmoid(-b) + _log1mexp(inv_s / LEVELS)
-        per_component = torch.where(
-            k == 0, F.logsigmoid(a), torch.where(k == LEVELS, F.logsigmoid(-b), middle)
-        )
+        per_component = _log_bin(k, a, b, inv_s / LEVELS)
         return torch.logsumexp(per_component + F.log_softmax(self.logits, -1), -1)
 
     def cdf_at_edges(self, k: int) -> torch.Tensor:
