@@ -154,6 +154,9 @@ def gaussian(
 # --- discretized logistic (8-bit images) -------------------------------------------------
 
 LEVELS = 255  # pixel k in {0, ..., 255} is stored as k / 255
+# an untrained decoder (outputs near 0) starts at the middle grey with scale e^-2 = 0.14:
+# at scale 1 most of the mass falls in the two tail bins and learning starts from > 8 bits/dim
+LOC_OFFSET, LOG_SCALE_OFFSET = 0.5, -2.0
 
 
 def _log1mexp(d: torch.Tensor) -> torch.Tensor:
@@ -250,8 +253,8 @@ class DiscretizedLogisticMixture(dist.TorchDistribution):
 
 class DiscretizedLogistic(Likelihood):
     """8-bit pixels k/255 from a discretized mixture of ``num_components`` logistics per pixel.
-    The decoder gives ``params_per_dim`` numbers per pixel: location and log-scale (plus a
-    mixture logit per component when there are several), the log-scale floored at
+    The decoder gives ``params_per_dim`` numbers per pixel: location - 1/2 and log-scale + 2
+    (plus a mixture logit per component when there are several), the log-scale floored at
     ``min_log_scale`` as in Salimans et al. (2017)."""
 
     name, unit_interval, discrete = "discretized_logistic", True, True
@@ -283,6 +286,7 @@ class DiscretizedLogistic(Likelihood):
             logits = torch.zeros_like(loc)
         else:
             logits, loc, log_scale = params.split(k, dim=-1)
+        loc, log_scale = loc + LOC_OFFSET, log_scale + LOG_SCALE_OFFSET
         log_scale = log_scale.clamp(min=self.min_log_scale)
         return DiscretizedLogisticMixture(logits, loc, log_scale).to_event(1)
 

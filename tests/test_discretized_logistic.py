@@ -162,9 +162,10 @@ def test_samples_follow_the_distribution():
 
 
 def test_the_head_reads_parameter_major_decoder_output():
-    """out.reshape(P, D): row 0 the locations, row 1 the log-scales (one component)."""
+    """out.reshape(P, D): row 0 the locations (- 1/2), row 1 the log-scales (+ 2), one
+    component."""
     lik = head(1, d=3)
-    out = torch.tensor([0.1, 0.5, 0.9, -7.0, -7.0, -7.0])
+    out = torch.tensor([-0.4, 0.0, 0.4, -9.0, -9.0, -9.0])
     torch.testing.assert_close(
         lik.mean(out), torch.tensor([0.1, 0.5, 0.9]), atol=1e-3, rtol=0
     )
