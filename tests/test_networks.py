@@ -1,6 +1,7 @@
 """Networks as registered parts: the conv pair's sizes and layout, the MLP, user networks."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,3 +182,16 @@ def test_a_decoder_passed_to_the_vae_directly():
     assert not torch.equal(before, mine[0].weight)
     with pytest.raises(ConfigError, match=r"to \(2, 10\), but the 'bernoulli'"):
         VAE(parts.arch, parts.encoder, nn.Linear(2, 10), parts.likelihood, parts.prior)
+
+
+def test_the_readme_network_example_runs(monkeypatch):
+    monkeypatch.setattr(NETWORKS, "_factories", dict(NETWORKS._factories))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("### Networks")[1].split("```python")[1].split("```")[0]
+    exec(block, {})
+    config = cfg.load(None, {"network.name": "tiny", "network.width": 9})
+    vae = build(config, (1, 8, 8))
+    assert vae.encoder.trunk[0].out_features == 9 and vae.arch.feature_dim == 9
+    x = (torch.rand(6, 64) > 0.5).float()
+    svi = SVI(vae.model, vae.guide, ModuleOptimizer(vae, 1e-2), Trace_ELBO())
+    assert math.isfinite(svi.step(x))
