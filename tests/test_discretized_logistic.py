@@ -8,9 +8,9 @@ import torch
 import torch.distributions as td
 import torch.nn.functional as F
 
-from pyro_vae import likelihoods
+from pyro_vae import discretized
+from pyro_vae.discretized import DiscretizedLogisticMixture
 from pyro_vae.errors import ConfigError, DataError
-from pyro_vae.likelihoods import DiscretizedLogisticMixture
 from pyro_vae.networks import Architecture
 from pyro_vae.registry import LIKELIHOODS
 
@@ -55,10 +55,10 @@ def test_the_sum_check_catches_an_off_by_one_grid_and_unnormalized_weights(monke
     """Injected bugs: 256 levels instead of 255 (bins of the wrong width); mixture weights
     not normalized (logits used as log-weights)."""
     with monkeypatch.context() as m:
-        m.setattr(likelihoods, "LEVELS", 256)
+        m.setattr(discretized, "LEVELS", 256)
         assert total_probability_error(1) > 1e-3
     with monkeypatch.context() as m:
-        m.setattr(likelihoods.F, "log_softmax", lambda logits, dim: logits)
+        m.setattr(discretized.F, "log_softmax", lambda logits, dim: logits)
         assert total_probability_error(3) > 1e-3
 
 
@@ -105,14 +105,14 @@ def test_the_reference_check_catches_a_wrong_grid_and_missing_tails(monkeypatch)
     """Injected bugs: 256 levels instead of 255; the edge values 0 and 1 scored like the
     others (CDF differences over one bin) instead of taking the tails."""
     with monkeypatch.context() as m:
-        m.setattr(likelihoods, "LEVELS", 256)
+        m.setattr(discretized, "LEVELS", 256)
         assert log_prob_error(1) > 1e-3
 
     def no_tails(k, a, b, width):
-        return F.logsigmoid(a) + F.logsigmoid(-b) + likelihoods._log1mexp(width)
+        return F.logsigmoid(a) + F.logsigmoid(-b) + discretized._log1mexp(width)
 
     with monkeypatch.context() as m:
-        m.setattr(likelihoods, "_log_bin", no_tails)
+        m.setattr(discretized, "_log_bin", no_tails)
         assert log_prob_error(1) > 1e-3
         assert total_probability_error(1) > 1e-3
 
