@@ -102,7 +102,9 @@ class VAE(nn.Module):
             raise ConfigError(
                 f"the decoder maps z of shape (2, {self.arch.latent_dim}) to {shape}, but the "
                 f"'{getattr(self.likelihood, 'name', 'likelihood')}' likelihood needs "
-                f"(2, {width}): params_per_dim x data_dim numbers per row"
+                f"(2, {width}): params_per_dim x data_dim numbers per row (to change decoder "
+                f"and likelihood together, build a new VAE(arch, encoder, decoder, likelihood, "
+                f"prior))"
             )
 
     def _with_parameters(self, names):
