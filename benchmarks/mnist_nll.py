@@ -72,7 +72,7 @@ def main() -> None:
     )
     run_dir = Path(args.run_root) / name
     dataset = data_mod.load(config.data)
-    vae = build(config, dataset.data_dim)
+    vae = build(config, dataset.shape)
     began = time.perf_counter()
     last = run_dir / training.CHECKPOINT_FILE
     state = checkpoint.load(last) if last.exists() else None

@@ -159,7 +159,7 @@ class Model:
             )
         if self.vae is None:
             self.shape = tuple(dataset.shape)
-            self.vae = build(self.config, math.prod(self.shape))
+            self.vae = build(self.config, self.shape)
         elif tuple(dataset.shape) != self.shape:
             raise DataError(
                 f"this model was built for examples of shape {self.shape}; the data's "

@@ -28,6 +28,7 @@ FLAGS = {
     "likelihood": "likelihood.name",
     "prior": "prior.name",
     "guide": "guide.name",
+    "network": "network.name",
     "elbo": "objective.name",
     "num_particles": "objective.num_particles",
     "latent_dim": "model.latent_dim",
@@ -79,6 +80,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--likelihood", help="bernoulli, gaussian, continuous_bernoulli")
     t.add_argument("--prior", help="see 'pyro-vae list'")
     t.add_argument("--guide", help="see 'pyro-vae list'")
+    t.add_argument(
+        "--network",
+        help="mlp (sized by model.hidden) or conv (options: --set network.channels=[32,64])",
+    )
     t.add_argument("--elbo", help="trace, meanfield or iwae")
     t.add_argument(
         "--num-particles", type=int, help="samples per data point for the objective"
@@ -256,7 +261,7 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
         config = cfg.load(args.config, overrides(args))
     dataset = data.load(config.data)
     cfg.check_size(config, dataset.data_dim)
-    vae = vae_mod.build(config, dataset.data_dim)
+    vae = vae_mod.build(config, dataset.shape)
     say = print if main else lambda *a, **k: None
     say(
         f"training on {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images; "
@@ -349,6 +354,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         "checkpoint": "best" if args.best else "last",
         **run_evaluation(vae, x, args.num_samples, ctx=ctx),
     }
+    likelihood = vae.likelihood
+    if getattr(likelihood, "binary", False) or getattr(likelihood, "discrete", False):
+        # bits per dimension, as image papers report: -log p(x) / (D ln 2)
+        result["bits_per_dim"] = -result["log_marginal"] / (x.shape[1] * math.log(2))
     if not ctx.is_main:
         return
     run_dir = Path(args.run_dir)
@@ -370,6 +379,11 @@ def _evaluate(args: argparse.Namespace) -> None:
         f"± {result['log_marginal_stderr'] or float('nan'):.2f} nats (K={args.num_samples}), "
         f"ELBO {result['elbo']:.2f}, KL {result['kl']:.2f}, active units {result['active_units']}"
         + _information(result)
+        + (
+            f"; {result['bits_per_dim']:.4f} bits/dim"
+            if "bits_per_dim" in result
+            else ""
+        )
     )
     if result["khat_max"] is not None:
         unreliable = result["khat_frac_above_0.7"]

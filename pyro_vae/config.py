@@ -1,8 +1,10 @@
 """Run configuration: frozen dataclasses, TOML files, CLI overrides and validation.
 
 A config has six sections. ``[data]``, ``[model]`` and ``[train]`` hold fixed fields;
-``[prior]``, ``[guide]``, ``[likelihood]`` and ``[objective]`` hold a part's ``name`` plus that
-part's own options, which the part's registry checks. Precedence: defaults < TOML file <
+``[prior]``, ``[guide]``, ``[likelihood]``, ``[objective]`` and ``[network]`` hold a part's ``name``
+plus that part's own options, which the part's registry checks (``[network] name = "mlp"``, the
+default, is sized by ``[model] hidden`` and ``activation``; ``name = "conv"`` takes its own
+options, see ``networks.py``). Precedence: defaults < TOML file <
 command-line flags. ``to_dict``/``from_dict`` round-trip exactly, so a run's saved
 ``config.toml`` rebuilds the same run.
 """
@@ -23,6 +25,7 @@ from .registry import (
     DATASETS,
     GUIDES,
     LIKELIHOODS,
+    NETWORKS,
     OBJECTIVES,
     PRIORS,
     check_type,
@@ -90,12 +93,14 @@ PARTS = {
     "guide": GUIDES,
     "likelihood": LIKELIHOODS,
     "objective": OBJECTIVES,
+    "network": NETWORKS,
 }
 DEFAULT_PARTS = {
     "prior": "standard_normal",
     "guide": "diagonal",
     "likelihood": "bernoulli",
     "objective": "trace",
+    "network": "mlp",
 }
 FIXED = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
@@ -109,6 +114,7 @@ class Config:
     likelihood: PartConfig = PartConfig(DEFAULT_PARTS["likelihood"])
     objective: PartConfig = PartConfig(DEFAULT_PARTS["objective"])
     train: TrainConfig = TrainConfig()
+    network: PartConfig = PartConfig(DEFAULT_PARTS["network"])
 
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
         """Nested plain dict (TOML-ready: no ``None`` values, tuples as lists)."""
@@ -131,9 +137,9 @@ class Config:
 
 def register_parts() -> None:
     """Import the modules whose registered functions a config names (priors, guides,
-    likelihoods, objectives, data sets). ``import pyro_vae`` stays light: they load here,
+    likelihoods, objectives, networks, data sets). ``import pyro_vae`` stays light: they load here,
     the first time a config is built."""
-    from . import data, guides, likelihoods, objectives, priors  # noqa: F401
+    from . import data, guides, likelihoods, networks, objectives, priors  # noqa: F401
 
 
 def from_dict(raw: Mapping[str, Any]) -> Config:

@@ -69,9 +69,9 @@ def load_run(
         )
     record = read_data_record(Path(run_dir))
     data = load(config.data) if need_data or record is None else None
-    data_dim = data.data_dim if data is not None else math.prod(record["shape"])
-    check_size(config, data_dim)
-    vae = build(config, data_dim)
+    shape = data.shape if data is not None else tuple(record["shape"])
+    check_size(config, math.prod(shape))
+    vae = build(config, shape)
     checkpoint.check_fits(path, state["model"], vae.state_dict())
     vae.load_state_dict(state["model"])
     return config, vae.to(dev).eval(), data

@@ -13,7 +13,7 @@ importance weight (see objectives.py), and ``IWAE`` warns.
 """
 
 import itertools
-from typing import Union
+from typing import Sequence, Union
 
 import pyro
 import torch
@@ -21,6 +21,7 @@ from pyro import poutine
 from torch import nn
 
 from .config import Config
+from .errors import ConfigError
 from .networks import Architecture
 from .priors import PriorContext
 from .registry import GUIDES, LIKELIHOODS, PRIORS
@@ -30,6 +31,7 @@ OBSERVED = "x"
 DATA_PLATE = "data"
 
 _instances = itertools.count()
+PARTS = ("encoder", "decoder", "likelihood", "prior")
 
 Weight = Union[float, torch.Tensor]
 
@@ -60,26 +62,81 @@ class VAE(nn.Module):
         self.likelihood = likelihood
         self.prior = prior
         self.pyro_name = f"vae{next(_instances)}"
-        model_parts = ["decoder", "likelihood", "prior"]
-        if getattr(prior, "uses_encoder", False):
-            model_parts.append("encoder")
-        self._model_parts = self._with_parameters(model_parts)
-        self._guide_parts = self._with_parameters(["encoder"])
+        self.check_decoder()
+
+    def __setattr__(self, name: str, value) -> None:
+        """Swapping a part (``vae.decoder = MyNet()``) after construction: the new module must be
+        an ``nn.Module``, and the old part's entries in Pyro's param store are dropped, so that
+        ``pyro.module`` registers (and SVI trains) the new module's own parameters."""
+        if name in PARTS and "pyro_name" in self.__dict__:
+            if not isinstance(value, nn.Module):
+                raise ConfigError(
+                    f"VAE.{name} must be a torch.nn.Module, got {type(value).__name__}"
+                )
+            if name == "encoder" and getattr(self.prior, "uses_encoder", False):
+                if not hasattr(value, "gaussian"):
+                    raise ConfigError(
+                        "the prior runs the encoder's gaussian(x) (VampPrior), but the new "
+                        f"encoder {type(value).__name__} has no gaussian method"
+                    )
+                self.prior.encode = value.gaussian
+            self.release_params(name)
+        super().__setattr__(name, value)
+        if name in ("decoder", "likelihood") and "pyro_name" in self.__dict__:
+            self.check_decoder()
+
+    @torch.no_grad()
+    def check_decoder(self) -> None:
+        """Refuse a decoder whose output is not ``params_per_dim * data_dim`` wide (one probe
+        through it with two z's)."""
+        z = torch.zeros(2, self.arch.latent_dim)
+        for p in itertools.chain(self.decoder.parameters(), self.decoder.buffers()):
+            z = z.to(p)
+            break
+        width = getattr(self.likelihood, "params_per_dim", 1) * self.arch.data_dim
+        try:
+            shape = tuple(self.decoder(z).shape)
+        except RuntimeError as err:
+            raise ConfigError(
+                f"the decoder fails on z of shape (2, {self.arch.latent_dim}): {err}"
+            ) from None
+        if shape != (2, width):
+            raise ConfigError(
+                f"the decoder maps z of shape (2, {self.arch.latent_dim}) to {shape}, but the "
+                f"'{getattr(self.likelihood, 'name', 'likelihood')}' likelihood needs "
+                f"(2, {width}): params_per_dim x data_dim numbers per row (to change decoder "
+                f"and likelihood together, build a new VAE(arch, encoder, decoder, likelihood, "
+                f"prior))"
+            )
 
     def _with_parameters(self, names):
-        """(param-store prefix, module) for each named part that has parameters."""
+        """(param-store prefix, module) for each named part that has parameters, read from the
+        attributes at call time, so that a swapped part is the one registered."""
         return [
             (f"{self.pyro_name}.{name}", getattr(self, name))
             for name in names
             if any(True for _ in getattr(self, name).parameters())
         ]
 
-    def release_params(self) -> None:
-        """Forget this VAE's entries in Pyro's param store, so that ``pyro.module`` registers the
-        module's current tensors (after ``.to(device)`` or loading a checkpoint) on the next call.
+    @property
+    def _model_parts(self):
+        names = ["decoder", "likelihood", "prior"]
+        if getattr(self.prior, "uses_encoder", False):
+            names.append("encoder")
+        return self._with_parameters(names)
+
+    @property
+    def _guide_parts(self):
+        return self._with_parameters(["encoder"])
+
+    def release_params(self, part: str = "") -> None:
+        """Forget this VAE's entries in Pyro's param store (only those of ``part`` when given),
+        so that ``pyro.module`` registers the module's current tensors (after ``.to(device)``,
+        loading a checkpoint, or swapping the part) on the next call.
         """
+        prefix = f"{self.pyro_name}.{part + '$$$' if part else ''}"
         store = pyro.get_param_store()
-        for name in [n for n in store.keys() if n.startswith(self.pyro_name + ".")]:
+        for name in [n for n in store.keys() if n.startswith(prefix)]:
             del store[name]
 
     def model(
@@ -136,12 +193,21 @@ class VAE(nn.Module):
         return True
 
 
-def build(config: Config, data_dim: int) -> VAE:
-    """Turn a config into a VAE: registries turn part names into parts. The initial weights
-    are a function of the config alone (drawn from ``train.seed``; the global RNG is left as
-    it was)."""
+def build(config: Config, data_shape: Union[int, Sequence[int]]) -> VAE:
+    """Turn a config into a VAE: registries turn part names into parts. ``data_shape`` is one
+    example's shape ((C, H, W) for images, (D,) for flat data, as ``Dataset.shape`` gives it),
+    or a flat size D. The decoder gives ``likelihood.params_per_dim`` numbers per pixel. The
+    initial weights are a function of the config alone (drawn from ``train.seed``; the global
+    RNG is left as it was)."""
     m = config.model
-    arch = Architecture(data_dim, m.latent_dim, tuple(m.hidden), m.activation)
+    arch = Architecture.for_data(
+        data_shape,
+        m.latent_dim,
+        hidden=tuple(m.hidden),
+        activation=m.activation,
+        network=config.network.name,
+        network_options=dict(config.network.options),
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
         encoder = GUIDES.build(config.guide.name, arch, config.guide.options)
@@ -153,5 +219,5 @@ def build(config: Config, data_dim: int) -> VAE:
             PriorContext(arch, encoder.forward, encoder.gaussian),
             config.prior.options,
         )
-        decoder = arch.decoder()
+        decoder = arch.decoder(getattr(likelihood, "params_per_dim", 1))
     return VAE(arch, encoder, decoder, likelihood, prior)

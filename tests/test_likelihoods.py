@@ -10,7 +10,7 @@ ARCH = Architecture(data_dim=6, latent_dim=2)
 
 
 def test_registered_likelihoods():
-    assert LIKELIHOODS.names() == ["bernoulli", "continuous_bernoulli", "gaussian"]
+    assert {"bernoulli", "continuous_bernoulli", "gaussian"} <= set(LIKELIHOODS.names())
 
 
 def test_log_probs_match_torch():

@@ -1,4 +1,5 @@
-"""Every registered prior x guide x objective works, with no code beyond its registration."""
+"""Every registered prior x guide x objective x network works, with no code beyond its
+registration."""
 
 import itertools
 import math
@@ -10,11 +11,14 @@ from pyro.infer import SVI
 
 from pyro_vae import config as cfg
 from pyro_vae.marginal import log_marginal_likelihood
-from pyro_vae.registry import GUIDES, OBJECTIVES, PRIORS
+from pyro_vae.registry import GUIDES, NETWORKS, OBJECTIVES, PRIORS
 from pyro_vae.train import ModuleOptimizer
 from pyro_vae.vae import LATENT, build
 
 X = (torch.rand(12, 10) > 0.5).float()
+IMAGES = (torch.rand(12, 64) > 0.5).float()  # 1 x 8 x 8, the digits' shape
+IMAGE_SHAPE = (1, 8, 8)
+SMALL_NETWORKS = {"conv": {"network.channels": [4, 8], "network.features": 16}}
 SMALL = {
     "model.latent_dim": 3,
     "model.hidden": [16],
@@ -23,8 +27,10 @@ SMALL = {
 }
 
 
-def part_overrides(prior, guide, objective):
+def part_overrides(prior, guide, objective, network="mlp"):
     overrides = {
+        "network.name": network,
+        **SMALL_NETWORKS.get(network, {}),
         "model.latent_dim": 3,
         "model.hidden": [16],
         "prior.name": prior,
@@ -40,12 +46,19 @@ def part_overrides(prior, guide, objective):
 
 
 @pytest.mark.parametrize(
-    "prior,guide,objective",
-    list(itertools.product(PRIORS.names(), GUIDES.names(), OBJECTIVES.names())),
+    "prior,guide,objective,network",
+    list(
+        itertools.product(
+            PRIORS.names(), GUIDES.names(), OBJECTIVES.names(), NETWORKS.names()
+        )
+    ),
 )
-def test_every_prior_guide_objective_combination(prior, guide, objective):
-    config = cfg.load(None, part_overrides(prior, guide, objective))
-    vae = build(config, X.shape[1])
+def test_every_prior_guide_objective_network_combination(
+    prior, guide, objective, network
+):
+    config = cfg.load(None, part_overrides(prior, guide, objective, network))
+    vae = build(config, IMAGE_SHAPE)
+    X = IMAGES
     q = vae.encoder(X)
     z = q.rsample()
     assert z.shape == (12, 3) and q.log_prob(z).shape == (12,)
@@ -73,6 +86,7 @@ def test_new_registrations_are_picked_up():
     )
     assert {"diagonal", "full_rank", "iaf", "planar"} <= set(GUIDES.names())
     assert {"trace", "meanfield", "iwae"} <= set(OBJECTIVES.names())
+    assert {"mlp", "conv"} <= set(NETWORKS.names())
 
 
 def test_one_component_mixture_equals_its_gaussian():

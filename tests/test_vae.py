@@ -6,6 +6,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_vae import config as cfg
 from pyro_vae import data
+from pyro_vae.errors import ConfigError
 from pyro_vae.vae import DATA_PLATE, LATENT, OBSERVED, build
 
 
@@ -128,3 +129,109 @@ def test_reconstruct_sample_and_kl_analytic_flag(digits):
     assert vae.kl_is_analytic(x)
     assert not small_vae(digits, **{"prior.name": "mixture"}).kl_is_analytic(x)
     assert not small_vae(digits, **{"guide.name": "iaf"}).kl_is_analytic(x)
+
+
+def swap_decoder_and_fit(digits):
+    """Swap the decoder after construction, train one (JIT-compiled) epoch; the new decoder's
+    parameters before training and the VAE."""
+    config = cfg.load(
+        None,
+        {
+            "model.latent_dim": 3,
+            "model.hidden": [32],
+            "train.epochs": 1,
+            "train.batch_size": 50,
+        },
+    )
+    vae = build(config, digits.shape)
+    vae.decoder = torch.nn.Sequential(
+        torch.nn.Linear(3, 16), torch.nn.ELU(), torch.nn.Linear(16, 64)
+    )
+    before = [p.detach().clone() for p in vae.decoder.parameters()]
+    small = data.Dataset("digits", digits.train[:200], digits.test[:50], (8, 8))
+    from pyro_vae.train import fit
+
+    fit(vae, small, config)
+    return before, vae
+
+
+def test_a_swapped_decoder_is_the_one_trained(digits):
+    before, vae = swap_decoder_and_fit(digits)
+    assert all(not torch.equal(a, b) for a, b in zip(before, vae.decoder.parameters()))
+
+
+def test_stale_cached_parts_break_the_swap(digits, monkeypatch):
+    """Injected bug (the VAE as it was): the parts registered by the model are the ones it was
+    built with, cached at construction. Training after a swap then fails with the TorchScript
+    message of issue #14 (the new decoder's weights are not registered parameters)."""
+    from pyro_vae.vae import VAE
+
+    cached = {}
+
+    def stale(self):
+        return cached.setdefault(id(self), VAE._with_parameters(self, ["decoder"]))
+
+    monkeypatch.setattr(VAE, "_model_parts", property(stale))
+    real_init = VAE.__init__
+
+    def init(self, *args):
+        real_init(self, *args)
+        stale(self)
+
+    monkeypatch.setattr(VAE, "__init__", init)
+    with pytest.raises(RuntimeError, match="requires grad as a constant"):
+        swap_decoder_and_fit(digits)
+
+
+def registered_decoder_params(vae, x):
+    trace = poutine.trace(vae.model).get_trace(x)
+    prefix = f"{vae.pyro_name}.decoder$$$"
+    return {
+        n[len(prefix) :]: s["value"]
+        for n, s in trace.nodes.items()
+        if s["type"] == "param" and n.startswith(prefix)
+    }
+
+
+def test_swapping_replaces_the_part_in_the_param_store(digits, monkeypatch):
+    """After a swap, ``pyro.module`` registers the new module's own tensors, not the old ones
+    left in Pyro's param store under the same names; injected bug: nothing released."""
+    x = digits.train[:4]
+    for release in (True, False):
+        vae = small_vae(digits)
+        registered_decoder_params(vae, x)  # the old decoder is now in the store
+        if not release:
+            monkeypatch.setattr(vae, "release_params", lambda part="": None)
+        vae.decoder = torch.nn.Sequential(
+            torch.nn.Linear(3, 32), torch.nn.Linear(32, 64)
+        )
+        new = dict(vae.decoder.named_parameters())
+        seen = registered_decoder_params(vae, x)
+        assert seen.keys() == new.keys()
+        assert all(seen[k] is new[k] for k in new) is release
+
+
+def test_swapping_in_a_wrong_part_is_refused(digits):
+    vae = small_vae(digits)
+    with pytest.raises(ConfigError, match=r"maps z of shape \(2, 3\) to \(2, 10\)"):
+        vae.decoder = torch.nn.Linear(3, 10)
+    with pytest.raises(ConfigError, match="decoder fails on z of shape"):
+        vae.decoder = torch.nn.Linear(5, 64)
+    with pytest.raises(ConfigError, match="must be a torch.nn.Module, got function"):
+        vae.decoder = lambda z: z
+    vamp = small_vae(digits, **{"prior.name": "vamp", "prior.num_pseudo": 3})
+    with pytest.raises(ConfigError, match="no gaussian method"):
+        vamp.encoder = torch.nn.Linear(64, 3)
+
+
+def test_a_swapped_encoder_is_the_one_the_vampprior_runs(digits):
+    from pyro_vae.guides import DiagonalGuide
+
+    vae = small_vae(digits, **{"prior.name": "vamp", "prior.num_pseudo": 3})
+    vae.encoder = DiagonalGuide(vae.arch)
+    z = torch.randn(5, 3)
+    components = vae.encoder.gaussian(vae.prior.pseudo_inputs)
+    expected = torch.logsumexp(
+        torch.stack([components.log_prob(zi) for zi in z]), -1
+    ) - torch.log(torch.tensor(3.0))
+    torch.testing.assert_close(vae.prior().log_prob(z), expected)
