@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 from . import _startup  # noqa: F401  (Ctrl-C while torch imports: one line)
 from . import config as cfg
 from .errors import ConfigError, PyroVAEError
-from .registry import DATASETS, GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
+from .registry import DATASETS, GUIDES, LIKELIHOODS, NETWORKS, OBJECTIVES, PRIORS
 
 # flag -> config key, for the train command's shortcuts
 FLAGS = {
@@ -473,6 +473,7 @@ def list_parts(args: argparse.Namespace) -> None:
         "guides": GUIDES,
         "likelihoods": LIKELIHOODS,
         "objectives": OBJECTIVES,
+        "networks": NETWORKS,
         "datasets": DATASETS,
     }
     if args.json:

@@ -4,7 +4,14 @@ import pytest
 
 from pyro_vae import config as cfg
 from pyro_vae.cli import main
-from pyro_vae.registry import DATASETS, GUIDES, LIKELIHOODS, OBJECTIVES, PRIORS
+from pyro_vae.registry import (
+    DATASETS,
+    GUIDES,
+    LIKELIHOODS,
+    NETWORKS,
+    OBJECTIVES,
+    PRIORS,
+)
 
 FAST = [
     "--epochs",
@@ -69,8 +76,10 @@ def test_list_json(capsys):
         "guides": GUIDES.names(),
         "likelihoods": LIKELIHOODS.names(),
         "objectives": OBJECTIVES.names(),
+        "networks": NETWORKS.names(),
         "datasets": DATASETS.names(),
     }
+    assert {"mlp", "conv"} <= set(listed["networks"])
     assert {"digits", "mnist", "binarized-mnist", "array", "images"} <= set(
         listed["datasets"]
     )
