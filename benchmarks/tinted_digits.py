@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from pyro_vae import config as cfg
-from pyro_vae.data import Dataset, read_idx
+from pyro_vae.data import Dataset
+from pyro_vae.data_mnist import read_idx
 from pyro_vae.marginal import log_marginal_likelihood
 from pyro_vae.train import fit
 from pyro_vae.vae import build
