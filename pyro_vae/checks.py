@@ -444,6 +444,7 @@ def _run_checks(dev: torch.device) -> List[CheckRow]:
             + gradient_checks(truth, x, generator)
             + iwae_checks(truth, x, generator)
             + [training_check(truth, generator)]
+            + __import__("pyro_vae.ais_checks", fromlist=["_"]).ais_checks(dev)
         )
 
 
