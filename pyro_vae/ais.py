@@ -15,7 +15,8 @@ simulated from the model, where the z that generated x is one) gives weights wit
 hence a stochastic upper bound: bidirectional Monte Carlo (Grosse et al. 2015). The gap between the
 two bounds bounds the error of either.
 
-Step sizes: each (chain, data point) has its own, adapted after every transition by
+Step sizes: each (chain, data point) has its own, starting at half the proposal's mean standard
+deviation (or ``step_size``) and adapted after every transition by
 eps <- eps * exp(rate * (accepted - target)), so that the acceptance rate settles at ``target``
 (0.65, as in Wu et al. 2017). The adaptation uses only the chain's own past, and the accept event
 is symmetric under time reversal, so every weight stays unbiased and the chains stay independent.
@@ -51,6 +52,7 @@ SCHEDULES = ("sigmoid", "linear")
 PROPOSALS = ("guide", "prior")
 TARGET_ACCEPT = 0.65
 ADAPT_RATE = 0.1
+STEP_SCALE = 0.5
 _local_guides = itertools.count()
 
 
@@ -162,12 +164,29 @@ def _hmc(path: _Path, z, state, beta: float, eps, leapfrog_steps: int):
     return z, tuple(_select(accept, n, s) for n, s in zip(new, state)), accept
 
 
+def _initial_step_size(path: _Path, z: torch.Tensor, step_size: Optional[float]):
+    """``step_size`` for every chain, or by default STEP_SCALE times the proposal's mean
+    standard deviation over the latent dimensions (per point; 0.1 if it has none)."""
+    if step_size is None:
+        try:
+            sd = path.proposal.stddev.mean(-1, keepdim=True)
+            return (STEP_SCALE * sd).to(z.dtype).expand(*z.shape[:-1], 1).clone()
+        except NotImplementedError:
+            step_size = 0.1
+    return torch.full((*z.shape[:-1], 1), step_size, dtype=z.dtype, device=z.device)
+
+
 def _anneal(
-    path: _Path, z, betas, leapfrog_steps: int, step_size: float, target: float
+    path: _Path,
+    z,
+    betas,
+    leapfrog_steps: int,
+    step_size: Optional[float],
+    target: float,
 ):
     """Run every chain along ``betas``; returns log w (M, N), acceptance and step sizes (N,)."""
     state = path.terms(z)
-    eps = torch.full((*z.shape[:-1], 1), step_size, dtype=z.dtype, device=z.device)
+    eps = _initial_step_size(path, z, step_size)
     log_w = torch.zeros(z.shape[:-1], dtype=torch.float64, device=z.device)
     accepted = torch.zeros_like(log_w)
     betas = betas.tolist()
@@ -194,7 +213,7 @@ def annealed_importance_sampling(
     leapfrog_steps: int = 5,
     proposal: str = "guide",
     kind: str = "sigmoid",
-    step_size: float = 0.1,
+    step_size: Optional[float] = None,
     target_accept: float = TARGET_ACCEPT,
     reverse_from: Optional[torch.Tensor] = None,
     max_pairs: Optional[int] = None,
