@@ -101,13 +101,13 @@ def ais_evaluation(
     bdmc_points: int = 0,
 ) -> Dict:
     """Mean AIS log p(x) from the guide (``ais.annealed_importance_sampling``) with its SE,
-    acceptance rate and wall time; with ``bdmc_points``, forward and reverse AIS at the same
+    acceptance rate, wall and CPU time; with ``bdmc_points``, forward and reverse AIS at the same
     settings on that many points simulated from the model (Grosse et al. 2015); with
     ``amortization_gap``, AIS - ELBO split into approximation and amortization gaps."""
     settings = dict(
         num_steps=num_steps, num_chains=num_chains, leapfrog_steps=leapfrog_steps
     )
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     est = ais.annealed_importance_sampling(vae.model, vae.guide, x, **settings)
     out = {
         **settings,
@@ -115,6 +115,7 @@ def ais_evaluation(
         "stderr": ais.mean_stderr(est.stderr),
         "acceptance": est.acceptance.mean().item(),
         "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu_start,
     }
     if bdmc_points:
         xs, zs = ais.simulate(vae.model, bdmc_points, x.shape[-1], x.device, x.dtype)

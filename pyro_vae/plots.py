@@ -107,10 +107,10 @@ def bound_ladder(
         ax.axhline(ais[0], color="C2", label="AIS (±2 SE)")
         ax.axhspan(ais[0] - 2 * ais[1], ais[0] + 2 * ais[1], color="C2", alpha=0.2)
     if bdmc is not None:
-        ax.errorbar(
+        ax.errorbar(  # an interval: the reverse bound may fall below the forward one
             [max(ks) * 3],
             [(bdmc[0] + bdmc[1]) / 2],
-            yerr=[[(bdmc[1] - bdmc[0]) / 2]],
+            yerr=[[abs(bdmc[1] - bdmc[0]) / 2]],
             color="C3",
             capsize=5,
             fmt="none",
