@@ -93,7 +93,8 @@ def bound_ladder(
     SE) adds the AIS estimate as a band, ``bdmc`` (forward, reverse) the BDMC bounds on data
     simulated from the model (other data: their width, not their level, is what compares).
     """
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    extra = ais is not None or bdmc is not None  # legend beside the axes, not over them
+    fig, ax = plt.subplots(figsize=(8, 3.4) if extra else (5, 3.4))
     ax.errorbar(
         ks,
         bounds,
@@ -122,5 +123,5 @@ def bound_ladder(
         ylabel="nats per data point",
         title="ELBO <= IWAE_K <= IS" + (" <= AIS" if ais is not None else ""),
     )
-    ax.legend()
+    ax.legend(**({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if extra else {}))
     return save(fig, path)
