@@ -90,39 +90,41 @@ print(f"exact mean log p(x) {exact:.3f}; the encoder's ELBO {elbo:.3f} (closed f
 # %% [markdown]
 # ## AIS as a path of distributions
 #
-# In one latent coordinate, the normalized $f_t$ for a few $\beta_t$ of the sigmoid schedule (Grosse
-# et al. 2015: small steps at both ends, where the path moves fastest). The encoder's $q$ is far
-# from the posterior; each intermediate distribution overlaps its neighbours, so each step's weight
-# varies little, and HMC moves the chains as the target shifts.
+# The normalized $f_t$ for a few $\beta_t$ of the sigmoid schedule (Grosse et al. 2015: small steps
+# at both ends), in the latent coordinate where the encoder misses the posterior most. Both ends
+# are Gaussian here, so every $f_t$ is too (precisions add: $(1-\beta)\Lambda_q + \beta\Lambda_p$).
+# In one coordinate $q$ still overlaps the posterior, but over ten coordinates the mismatches
+# multiply, and one importance-sampling jump from $q$ rarely lands where the posterior mass is.
+# Neighbouring $f_t$ overlap closely, so each step's weight varies little, and HMC moves the chains
+# as the target shifts.
 
 # %%
-one = x[:1]
-post_mean, post_cov = truth.posterior(one)
-lo = min(q.loc[0, 0] - 4 * q.scale[0, 0], post_mean[0, 0] - 4 * post_cov[0, 0].sqrt())
-hi = max(q.loc[0, 0] + 4 * q.scale[0, 0], post_mean[0, 0] + 4 * post_cov[0, 0].sqrt())
-grid = torch.linspace(lo.item(), hi.item(), 400)
-z = post_mean.expand(400, -1).clone()  # other coordinates at the posterior mean
-z[:, 0] = grid
-log_joint = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(
-    -1
-) + torch.distributions.Normal(
-    z @ truth.weight.T + truth.bias, truth.noise_scale
-).log_prob(
-    one
-).sum(
-    -1
-)
-log_q = torch.distributions.Normal(q.loc[:1], q.scale[:1]).log_prob(z).sum(-1)
+post_mean, post_cov = truth.posterior(x[:1])
+post_prec = torch.linalg.inv(post_cov)
+q_prec, q_mean = torch.diag(q.scale[0].pow(-2)), q.loc[0]
+# the coordinate where the encoder misses most, in posterior standard deviations
+j = ((q_mean - post_mean[0]).abs() / post_cov.diagonal().sqrt()).argmax().item()
+# both ends are Gaussian, so every f_t is: precision (1 - beta) Lq + beta Lp, and its mean
 betas = ais.schedule(100)
 fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
-for i, t in enumerate([0, 20, 40, 50, 60, 80, 100]):
-    log_f = (1 - betas[t]) * log_q + betas[t] * log_joint
-    dens = (log_f - torch.logsumexp(log_f, 0)).exp() / (grid[1] - grid[0])
-    a.plot(grid, dens, color=plt.cm.viridis(i / 6), label=f"beta = {betas[t]:.2f}")
+curves = []
+for t in [0, 20, 40, 50, 60, 80, 100]:
+    prec = (1 - betas[t]) * q_prec + betas[t] * post_prec
+    cov = torch.linalg.inv(prec)
+    mean = cov @ (
+        (1 - betas[t]) * q_prec @ q_mean + betas[t] * post_prec @ post_mean[0]
+    )
+    curves.append((betas[t].item(), mean[j].item(), cov[j, j].sqrt().item()))
+lo = min(m - 4 * s for _, m, s in curves)
+hi = max(m + 4 * s for _, m, s in curves)
+grid = torch.linspace(lo, hi, 400)
+for i, (beta, m, sd) in enumerate(curves):
+    dens = torch.distributions.Normal(m, sd).log_prob(grid).exp()
+    a.plot(grid, dens, color=plt.cm.viridis(i / 6), label=f"beta = {beta:.2f}")
 a.set(
-    xlabel="z_1 (others at the posterior mean)",
+    xlabel=f"z_{j + 1} (marginal of f_t)",
     ylabel="density",
-    title="f_t from q to p(z|x)",
+    title="f_t from q(z|x) (beta = 0) to p(z|x) (beta = 1)",
 )
 a.legend(fontsize=7)
 b.plot(range(101), betas, label="sigmoid")
