@@ -331,6 +331,10 @@ def amortization_gap(
             "the amortization gap needs a diagonal Gaussian guide (guide.name = 'diagonal'); "
             f"this guide gives {type(q).__name__}"
         )
+    with torch.no_grad():  # the model's parameters: SVI's backward passes reach them
+        trace = poutine.trace(model).get_trace(x)
+    fixed_params = [s["value"] for s in trace.nodes.values() if s["type"] == "param"]
+    saved_grads = [p.grad for p in fixed_params]
     prefix = f"local_q{next(_local_guides)}"
     local = _local_guide(prefix, base.loc[0].detach(), base.scale[0].detach())
     fixed = poutine.block(model, hide_types=["param"])
@@ -350,6 +354,8 @@ def amortization_gap(
                 elbo, elbo_se = _elbo(model, guide, x, num_samples)
                 local_elbo, local_se = _elbo(fixed, local, x, num_samples)
     finally:
+        for p, grad in zip(fixed_params, saved_grads):
+            p.grad = grad  # as they were: a later training step must not see ours
         store = pyro.get_param_store()
         for name in [f"{prefix}.loc", f"{prefix}.scale"]:
             if name in store:
