@@ -6,7 +6,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from . import ais, checkpoint
+from . import ais, amortization, checkpoint
 from .config import Config, from_dict
 from .data import Dataset, load
 from .diagnostics import active_units, elbo_terms, kl_per_dimension, rate_distortion
@@ -130,7 +130,7 @@ def ais_evaluation(
             "gap": r - f,
         }
     if amortization_gap:
-        gaps = ais.amortization_gap(vae.model, vae.guide, x)
+        gaps = amortization.amortization_gap(vae.model, vae.guide, x)
         local, elbo = gaps["local_elbo"], gaps["elbo"]
         out["amortization"] = {
             "elbo": elbo.mean().item(),

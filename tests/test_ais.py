@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from pyro_vae import ais, ais_checks
+from pyro_vae import ais, ais_checks, amortization
 from pyro_vae.analytic import (
     linear_vae,
     set_exact_posterior_guide,
@@ -127,7 +127,7 @@ def test_local_q_reaches_the_best_diagonal_elbo():
     amortized = truth.elbo(x, q.loc, q.scale).mean().item()
 
     def check(steps):
-        out = ais.amortization_gap(vae.model, vae.guide, x, steps=steps)
+        out = amortization.amortization_gap(vae.model, vae.guide, x, steps=steps)
         se = out["local_elbo_stderr"].pow(2).sum().sqrt().item() / len(x)
         elbo_se = out["elbo_stderr"].pow(2).sum().sqrt().item() / len(x)
         assert abs(out["elbo"].mean().item() - amortized) < 4 * elbo_se
@@ -142,7 +142,7 @@ def test_local_q_reaches_the_best_diagonal_elbo():
 def test_amortization_gap_needs_a_diagonal_guide():
     _, x, vae = _linear(2, "full_rank")
     with pytest.raises(ConfigError, match="diagonal"):
-        ais.amortization_gap(vae.model, vae.guide, x, steps=1)
+        amortization.amortization_gap(vae.model, vae.guide, x, steps=1)
 
 
 def test_evaluate_method_both_writes_ais_bdmc_and_gaps(tmp_path, capsys):

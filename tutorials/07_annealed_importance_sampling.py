@@ -49,7 +49,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
-from pyro_vae import ais, config, data, marginal, plots, train, vae  # noqa: E402
+from pyro_vae import (  # noqa: E402
+    ais,
+    amortization,
+    config,
+    data,
+    marginal,
+    plots,
+    train,
+    vae,
+)
 from pyro_vae.analytic import (  # noqa: E402
     linear_vae,
     set_perturbed_diagonal_guide,
@@ -257,7 +266,7 @@ plots.save(fig, FIGURES / "07_ais_vs_is_and_bdmc.png")
 # A VAE's $\log p(x) - \mathrm{ELBO}$ has two causes (Cremer et al. 2018). The **approximation gap**:
 # even the best $q$ of the guide's family (diagonal Gaussians) is not the posterior. The
 # **amortization gap**: the encoder, one network for all $x$, does not find that best $q$ for each
-# point. `ais.amortization_gap` fits a separate diagonal Gaussian to each test digit by SVI,
+# point. `amortization.amortization_gap` fits a separate diagonal Gaussian to each test digit by SVI,
 # starting from the encoder's, and gives
 #
 # $$\log p(x) - \mathrm{ELBO} = \underbrace{\log p(x) - \mathrm{ELBO}_{\text{local}}^*}_{\text{approximation}}
@@ -284,7 +293,7 @@ imp = marginal.log_marginal_likelihood(
     model.model, model.guide, x_test, num_samples=1000
 )
 i_mean, i_se = imp.log_marginal.mean().item(), ais.mean_stderr(imp.stderr)
-gap = ais.amortization_gap(model.model, model.guide, x_test)
+gap = amortization.amortization_gap(model.model, model.guide, x_test)
 e_mean = gap["elbo"].mean().item()
 e_se = gap["elbo_stderr"].pow(2).sum().sqrt().item() / DIGITS
 l_mean = gap["local_elbo"].mean().item()
