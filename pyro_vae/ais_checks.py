@@ -186,7 +186,7 @@ def bdmc_rows(truth: LinearGaussian, vae, num: int, steps: int) -> List[CheckRow
             0.0,
             0.0,
             -NUM_SE * (sf**2 + sr**2) ** 0.5 < r - f < BDMC_GAP,
-            f"0 <= gap < {BDMC_GAP:g} nats",
+            f"-{NUM_SE:g} SE < gap < {BDMC_GAP:g} nats",
         ),
     ]
 

@@ -168,3 +168,9 @@ def test_evaluate_method_both_writes_ais_bdmc_and_gaps(tmp_path, capsys):
     assert main([*args, "--ais-steps", "0", "--method", "ais"]) == 2
     assert main([*args, "--amortization-gap"]) == 2
     assert "--amortization-gap need" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ais_check_rows_pass_on_cuda():
+    rows = ais_checks.ais_checks("cuda")
+    assert all(r.passed for r in rows), [r.quantity for r in rows if not r.passed]
