@@ -272,24 +272,3 @@ def ppca_maximum_likelihood(
         log_likelihood.item(),
         eigenvalues,
     )
-
-
-# the fixtures moved to analytic_models.py; these names still resolve here, lazily, so that
-# ``import pyro_vae.analytic`` itself never imports the library
-_MOVED = (
-    "LINEAR_GUIDES",
-    "diagonal_guide_params",
-    "linear_vae",
-    "set_exact_posterior_guide",
-    "set_perturbed_diagonal_guide",
-    "softplus_inverse",
-    "true_model",
-)
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        from . import analytic_models
-
-        return getattr(analytic_models, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,7 +20,13 @@ import numpy as np
 import pyro
 import torch
 
-from . import check_densities, check_marginal, check_objectives, check_suites
+from . import (
+    ais_checks,
+    check_densities,
+    check_marginal,
+    check_objectives,
+    check_suites,
+)
 from .analytic import LinearGaussian
 from .analytic_models import true_model
 from .check_stats import EXACT_TOL, NUM_SE, CheckRow, within_se, within_tol
@@ -48,6 +54,7 @@ SUITES: List[Suite] = [
     check_marginal.marginal_checks,
     check_densities.density_checks,
     check_suites.training_checks,
+    ais_checks.ais_suite,
 ]
 
 

@@ -169,6 +169,30 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the epoch with the highest validation ELBO (best.pt) instead of the last",
     )
+    e.add_argument(
+        "--method",
+        choices=["is", "ais", "both"],
+        default="is",
+        help="log p(x) by importance sampling, annealed importance sampling, or both",
+    )
+    e.add_argument(
+        "--ais-steps", type=int, default=500, help="AIS annealing steps T (default 500)"
+    )
+    e.add_argument(
+        "--ais-chains", type=int, default=16, help="AIS chains M per data point"
+    )
+    e.add_argument(
+        "--bdmc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with AIS: forward and reverse AIS on N points simulated from the model",
+    )
+    e.add_argument(
+        "--amortization-gap",
+        action="store_true",
+        help="with AIS: split AIS - ELBO by fitting a local q per data point",
+    )
 
     s = sub.add_parser("sample", help="decode draws from the prior into an image grid")
     s.add_argument("run_dir")
@@ -348,16 +372,40 @@ def _evaluate(args: argparse.Namespace) -> None:
     x = dataset.split(args.split)
     if args.limit is not None:
         x = x[: args.limit]
+    for flag in ("ais_steps", "ais_chains"):
+        if getattr(args, flag) < 1:
+            name = "--" + flag.replace("_", "-")
+            raise ConfigError(f"{name} must be >= 1, got {getattr(args, flag)}")
+    if args.bdmc < 0:
+        raise ConfigError(f"--bdmc must be >= 0 simulated points, got {args.bdmc}")
+    if args.method == "is" and (args.bdmc or args.amortization_gap):
+        raise ConfigError("--bdmc and --amortization-gap need --method ais or both")
     x = x.to(ctx.device)
+    ais_options = dict(
+        num_steps=args.ais_steps,
+        num_chains=args.ais_chains,
+        bdmc_points=args.bdmc,
+        amortization_gap=args.amortization_gap,
+    )
     result = {
         "split": args.split,
         "checkpoint": "best" if args.best else "last",
-        **run_evaluation(vae, x, args.num_samples, ctx=ctx),
+        **run_evaluation(
+            vae,
+            x,
+            args.num_samples,
+            ctx=ctx,
+            method=args.method,
+            ais_options=ais_options,
+        ),
     }
     likelihood = vae.likelihood
     if getattr(likelihood, "binary", False) or getattr(likelihood, "discrete", False):
         # bits per dimension, as image papers report: -log p(x) / (D ln 2)
-        result["bits_per_dim"] = -result["log_marginal"] / (x.shape[1] * math.log(2))
+        best = result["log_marginal"]
+        if best is None:  # --method ais
+            best = result["ais"]["value"]
+        result["bits_per_dim"] = -best / (x.shape[1] * math.log(2))
     if not ctx.is_main:
         return
     run_dir = Path(args.run_dir)
@@ -373,18 +421,30 @@ def _evaluate(args: argparse.Namespace) -> None:
     errors = [v["stderr"] or 0.0 for v in result["iwae"].values()] + [
         result["log_marginal_stderr"] or 0.0
     ]
-    plots.bound_ladder(ks, values, errors, result["elbo"], run_dir / "bound_ladder.png")
-    print(
-        f"{args.split} ({result['n']} images): log p(x) ~= {result['log_marginal']:.2f} "
-        f"± {result['log_marginal_stderr'] or float('nan'):.2f} nats (K={args.num_samples}), "
-        f"ELBO {result['elbo']:.2f}, KL {result['kl']:.2f}, active units {result['active_units']}"
-        + _information(result)
-        + (
-            f"; {result['bits_per_dim']:.4f} bits/dim"
-            if "bits_per_dim" in result
-            else ""
-        )
+    if result["log_marginal"] is None:  # --method ais: no K-sample IS estimate
+        ks, values, errors = ks[:-1], values[:-1], errors[:-1]
+    a = result.get("ais")
+    plots.bound_ladder(
+        ks,
+        values,
+        errors,
+        result["elbo"],
+        run_dir / "bound_ladder.png",
+        ais=a and (a["value"], a["stderr"]),
+        bdmc=a and "bdmc" in a and (a["bdmc"]["forward"], a["bdmc"]["reverse"]) or None,
     )
+    if result["log_marginal"] is not None:
+        print(
+            f"{args.split} ({result['n']} images): log p(x) ~= {result['log_marginal']:.2f} "
+            f"± {result['log_marginal_stderr'] or float('nan'):.2f} nats (K={args.num_samples}), "
+            f"ELBO {result['elbo']:.2f}, KL {result['kl']:.2f}, active units {result['active_units']}"
+            + _information(result)
+            + (
+                f"; {result['bits_per_dim']:.4f} bits/dim"
+                if "bits_per_dim" in result
+                else ""
+            )
+        )
     if result["khat_max"] is not None:
         unreliable = result["khat_frac_above_0.7"]
         print(
@@ -396,6 +456,23 @@ def _evaluate(args: argparse.Namespace) -> None:
                 else "standard errors reliable (k-hat <= 0.7 everywhere)"
             )
         )
+    if a:
+        print(
+            f"AIS (T={a['num_steps']}, M={a['num_chains']}): log p(x) ~= {a['value']:.2f} "
+            f"± {a['stderr']:.2f} nats, acceptance {a['acceptance']:.2f}, {a['seconds']:.1f} s"
+        )
+        if "bdmc" in a:
+            b = a["bdmc"]
+            print(
+                f"BDMC on {b['n']} simulated points: forward {b['forward']:.2f} <= log p(x) "
+                f"<= reverse {b['reverse']:.2f} (gap {b['gap']:.2f} nats)"
+            )
+        if "amortization" in a:
+            g = a["amortization"]
+            print(
+                f"AIS - ELBO = approximation gap {g['approximation_gap']:.2f} + amortization "
+                f"gap {g['amortization_gap']:.2f} nats (local ELBO {g['local_elbo']:.2f})"
+            )
     print(f"wrote {run_dir}/evaluation.json, bound_ladder.png")
 
 

@@ -2,12 +2,13 @@
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from . import checkpoint, distributed, rundir
+from . import ais, amortization, checkpoint, distributed, rundir
 from .config import Config, check_size, from_dict
 from .data import Dataset, load
 from .data_record import read as read_data_record
@@ -28,6 +29,7 @@ LADDER = (1, 10, 100, 1000)
 # rows for the mutual information: it evaluates q at all pairs of them (an IAF guide inverts
 # its flow, latent_dim passes, at each pair: about 2 minutes for 500 MNIST rows on one thread)
 MI_POINTS = 500
+METHODS = ("is", "ais", "both")  # log p(x) by importance sampling, AIS, or both
 
 
 def load_run(
@@ -84,11 +86,11 @@ def _mean_stderr(stderr: torch.Tensor):
     return (stderr.pow(2).sum().sqrt() / stderr.numel()).item()
 
 
-def khat_summary(khat: torch.Tensor) -> Dict[str, Optional[float]]:
+def khat_summary(khat: Optional[torch.Tensor]) -> Dict[str, Optional[float]]:
     """``khat_max``, ``khat_mean`` and ``khat_frac_above_0.7`` over the data points with a
     k-hat (all None when none has one: K < 50)."""
-    finite = khat[torch.isfinite(khat)]
-    if finite.numel() == 0:
+    finite = None if khat is None else khat[torch.isfinite(khat)]
+    if finite is None or finite.numel() == 0:
         return {"khat_max": None, "khat_mean": None, "khat_frac_above_0.7": None}
     return {
         "khat_max": finite.max().item(),
@@ -126,6 +128,8 @@ def evaluate(
     ladder: Sequence[int] = LADDER,
     seed: int = 0,
     ctx: Optional[distributed.Context] = None,
+    method: str = "is",
+    ais_options: Optional[Dict] = None,
 ) -> Dict:
     """Mean per-data-point log p(x) (K = ``num_samples``) with its standard error and the Pareto
     k-hat summary (points with k-hat > 0.7 have unreliable standard errors), IWAE_K for
@@ -134,11 +138,19 @@ def evaluate(
     mutual information I(x; z) under q over the first ``MI_POINTS`` rows (``None`` for guides
     without a density at any z). See diagnostics.py for the definitions.
 
-    The draws are a function of ``seed`` and each row's index alone, so the result is the same
-    on one process and sharded over the ranks of ``ctx`` (every rank gets the whole report).
+    With ``method`` ``ais`` or ``both``, also ``ais_evaluation(vae, x, **ais_options)`` under
+    ``"ais"``; with ``ais`` the K-sample IS estimate is skipped (its fields are None).
+
+    The importance-sampling draws are a function of ``seed`` and each row's index alone, so the
+    result is the same on one process and sharded over the ranks of ``ctx`` (every rank gets the
+    whole report; AIS is not sharded: each rank runs it on every row, rank 0 reports).
     """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got '{method}'")
     ctx = ctx or distributed.Context(device=x.device)
-    estimate = importance_sampled(vae, x, num_samples, seed, ctx)
+    estimate = (
+        None if method == "ais" else importance_sampled(vae, x, num_samples, seed, ctx)
+    )
     n = x.shape[0]
     iwae = {}
     for k in [k for k in ladder if k < num_samples]:
@@ -153,13 +165,13 @@ def evaluate(
         kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)
         units = active_units(vae, x) if n >= 2 else None
         info = mutual_information(vae, x[:MI_POINTS]) if n >= 2 else None
-    return {
+    result = {
         "n": n,
         "num_samples": num_samples,
-        "log_marginal": estimate.log_marginal.mean().item(),
-        "log_marginal_stderr": _mean_stderr(estimate.stderr),
-        "ess_mean": estimate.ess.mean().item(),
-        **khat_summary(estimate.khat),
+        "log_marginal": estimate and estimate.log_marginal.mean().item(),
+        "log_marginal_stderr": estimate and _mean_stderr(estimate.stderr),
+        "ess_mean": estimate and estimate.ess.mean().item(),
+        **khat_summary(None if estimate is None else estimate.khat),
         "elbo": terms["elbo"].mean().item(),
         "reconstruction": terms["reconstruction"].mean().item(),
         "kl": terms["kl"].mean().item(),
@@ -174,6 +186,9 @@ def evaluate(
         "mutual_information_stderr": _get(info, "stderr"),
         "mutual_information_points": _get(info, "points"),
     }
+    if method != "is":
+        result["ais"] = ais_evaluation(vae, x, **(ais_options or {}))
+    return result
 
 
 def _get(result: Optional[Dict], key: str):
@@ -183,3 +198,53 @@ def _get(result: Optional[Dict], key: str):
         return None
     value = result[key]
     return value.tolist() if torch.is_tensor(value) else value
+
+
+def ais_evaluation(
+    vae: VAE,
+    x: torch.Tensor,
+    num_steps: int = 500,
+    num_chains: int = 16,
+    leapfrog_steps: int = 5,
+    amortization_gap: bool = False,
+    bdmc_points: int = 0,
+) -> Dict:
+    """Mean AIS log p(x) from the guide (``ais.annealed_importance_sampling``) with its SE,
+    acceptance rate, wall and CPU time; with ``bdmc_points``, forward and reverse AIS at the same
+    settings on that many points simulated from the model (Grosse et al. 2015); with
+    ``amortization_gap``, AIS - ELBO split into approximation and amortization gaps."""
+    settings = dict(
+        num_steps=num_steps, num_chains=num_chains, leapfrog_steps=leapfrog_steps
+    )
+    start, cpu_start = time.perf_counter(), time.process_time()
+    est = ais.annealed_importance_sampling(vae.model, vae.guide, x, **settings)
+    out = {
+        **settings,
+        "value": est.log_marginal.mean().item(),
+        "stderr": ais.mean_stderr(est.stderr),
+        "acceptance": est.acceptance.mean().item(),
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu_start,
+    }
+    if bdmc_points:
+        xs, zs = ais.simulate(vae.model, bdmc_points, x.shape[-1], x.device, x.dtype)
+        fwd, rev = ais.bdmc(vae.model, vae.guide, xs, zs, **settings)
+        f, r = fwd.log_marginal.mean().item(), rev.log_marginal.mean().item()
+        out["bdmc"] = {
+            "n": bdmc_points,
+            "forward": f,
+            "forward_stderr": ais.mean_stderr(fwd.stderr),
+            "reverse": r,
+            "reverse_stderr": ais.mean_stderr(rev.stderr),
+            "gap": r - f,
+        }
+    if amortization_gap:
+        gaps = amortization.amortization_gap(vae.model, vae.guide, x)
+        local, elbo = gaps["local_elbo"], gaps["elbo"]
+        out["amortization"] = {
+            "elbo": elbo.mean().item(),
+            "local_elbo": local.mean().item(),
+            "approximation_gap": (est.log_marginal - local).mean().item(),
+            "amortization_gap": (local - elbo).mean().item(),
+        }
+    return out

@@ -149,9 +149,15 @@ def bound_ladder(
     stderrs: Sequence[float],
     elbo: float,
     path: Path,
+    ais: Optional[Tuple[float, float]] = None,
+    bdmc: Optional[Tuple[float, float]] = None,
 ) -> Path:
-    """ELBO <= IWAE_K as K grows, with the largest-K estimate of log p(x) marked."""
-    fig, ((ax,),) = _figure(figsize=(5, 3.4))
+    """ELBO <= IWAE_K as K grows, with the largest-K estimate of log p(x) marked; ``ais`` (mean,
+    SE) adds the AIS estimate as a band, ``bdmc`` (forward, reverse) the BDMC bounds on data
+    simulated from the model (other data: their width, not their level, is what compares).
+    """
+    extra = ais is not None or bdmc is not None  # legend beside the axes, not over them
+    fig, ((ax,),) = _figure(figsize=(8, 3.4) if extra else (5, 3.4))
     ax.errorbar(
         ks,
         bounds,
@@ -161,13 +167,26 @@ def bound_ladder(
         label="IWAE_K (±2 SE)",
     )
     ax.axhline(elbo, color="C1", linestyle="--", label="ELBO")
+    if ais is not None:
+        ax.axhline(ais[0], color="C2", label="AIS (±2 SE)")
+        ax.axhspan(ais[0] - 2 * ais[1], ais[0] + 2 * ais[1], color="C2", alpha=0.2)
+    if bdmc is not None:
+        ax.errorbar(  # an interval: the reverse bound may fall below the forward one
+            [max(ks) * 3],
+            [(bdmc[0] + bdmc[1]) / 2],
+            yerr=[[abs(bdmc[1] - bdmc[0]) / 2]],
+            color="C3",
+            capsize=5,
+            fmt="none",
+            label=f"BDMC sandwich, simulated data ({bdmc[1] - bdmc[0]:.2f} nats)",
+        )
     ax.set_xscale("log")
     ax.set(
         xlabel="K (importance samples)",
         ylabel="nats per data point",
-        title="ELBO <= IWAE_K <= log p(x)",
+        title="ELBO <= IWAE_K <= IS" + (" <= AIS" if ais is not None else ""),
     )
-    ax.legend()
+    ax.legend(**({"loc": "upper left", "bbox_to_anchor": (1.02, 1)} if extra else {}))
     return save(fig, path)
 
 

@@ -41,7 +41,7 @@ QUANTITIES = [
     "prior flow: integral of the density",
     "SVI-trained linear VAE: mean log p(x)",
 ]
-NUM_ROWS = 77
+NUM_ROWS = 88  # 77 + the 11 AIS rows
 
 
 @pytest.fixture(autouse=True)
