@@ -82,9 +82,9 @@ def one_step(objective: str, rows: slice, bug: str = ""):
     real_step, real_call = training.train_step, training.ModuleOptimizer.__call__
     real_scale, real_shard = distributed.ELBOLoss.__init__, distributed.shard
 
-    def step(svi, x, weight):
+    def step(svi, x, *weights):
         with FixedNoise(rows, BATCH, config.model.latent_dim):
-            return real_step(svi, x, weight)
+            return real_step(svi, x, *weights)
 
     def record(self, params, *args, **kwargs):
         grads.update({n: p.grad.clone() for n, p in vae.named_parameters()})

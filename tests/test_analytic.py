@@ -346,11 +346,10 @@ def test_analytic_imports_torch_alone():
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add("." * node.level + (node.module or "").split(".")[0])
-    # the lazy forward of the moved fixtures is inside __getattr__, not at import time
     module_level = {
         (n.module if isinstance(n, ast.ImportFrom) else n.names[0].name).split(".")[0]
         for n in tree.body
         if isinstance(n, (ast.Import, ast.ImportFrom))
     }
     assert module_level == {"math", "dataclasses", "typing", "torch"}, module_level
-    assert imported - module_level == {"."}, imported
+    assert imported == module_level, imported
