@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pyro_vae import config as cfg
+from pyro_vae import config_checks
 from pyro_vae import vae as vae_mod
 from pyro_vae.cli import main
 
@@ -183,7 +184,7 @@ def test_the_size_check_catches_what_it_is_for(monkeypatch):
     config = cfg.load(None, {"model.hidden": [100_000_000]})
     with pytest.raises(cfg.ConfigError):
         cfg.check_size(config, 64)
-    monkeypatch.setattr(cfg, "_memory_bytes", lambda: 2**50)
+    monkeypatch.setattr(config_checks, "_memory_bytes", lambda: 2**50)
     cfg.check_size(config, 64)
 
 
