@@ -83,9 +83,8 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
 
     run_dir = Path(args.out)
     if distributed.restarted() and (run_dir / training.CHECKPOINT_FILE).is_file():
-        args.resume = (
-            True  # torchrun restarted the workers: continue from the checkpoint
-        )
+        # torchrun restarted the workers: continue from the last checkpoint
+        args.resume = True
     if args.resume:
         saved = run_dir / training.CONFIG_FILE
         if not saved.is_file():
