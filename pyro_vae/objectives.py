@@ -31,11 +31,13 @@ an eager step agree in count, not necessarily in value).
 
 import math
 import warnings
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pyro.infer
 import torch
 from pyro.infer import ELBO
+from pyro.ops.jit import _hashable_args_kwargs
+from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 
 from .errors import ConfigError
@@ -102,37 +104,111 @@ def _cuda_devices(args: tuple) -> List[int]:
     )
 
 
+def _compiled_graph(compiled_function: Any, args: tuple, kwargs: Dict) -> Any:
+    """The traced graph and parameter names that Pyro's ``CompiledFunction`` keeps for these
+    arguments, as ``(graph, names)``, or None."""
+    graph = compiled_function.compiled.get(_hashable_args_kwargs(args, kwargs))
+    if graph is None:
+        return None
+    return graph, tuple(compiled_function._param_names)
+
+
+class _DirectCalls:
+    """Calls of a compiled ELBO without Pyro's per-call plumbing, where that plumbing does
+    nothing.
+
+    Pyro's ``CompiledFunction`` looks every parameter up with ``pyro.param`` (one message
+    through the handler stack each) inside ``poutine.block`` and a param-capture trace, then
+    calls the traced graph with the parameters' unconstrained tensors. When no handler is
+    active (``ModuleSVI`` steps without its param-capture trace), none of those messages
+    reaches anyone: the graph is called here with the same tensors, read from the param store
+    by name, so the result is the same, bit for bit. Entries are per argument signature,
+    model and guide; a missing parameter (the store was cleared) falls back to Pyro's path.
+    """
+
+    def __init__(self) -> None:
+        self.entries: Dict[Tuple, Tuple[Any, Tuple[str, ...]]] = {}
+
+    @staticmethod
+    def key(model, guide, args: tuple, kwargs: Dict) -> Optional[Tuple]:
+        if kwargs or _PYRO_STACK:
+            return None
+        return signature(args), id(model), id(guide)
+
+    def call(self, key: Optional[Tuple], args: tuple) -> Any:
+        entry = None if key is None else self.entries.get(key)
+        if entry is None:
+            return None
+        graph, names = entry
+        store = pyro.get_param_store()._params  # name -> unconstrained tensor
+        try:
+            params = [store[name] for name in names]
+        except KeyError:
+            del self.entries[key]
+            return None
+        with torch.jit.optimized_execution(False):
+            return graph(*params, *args)
+
+    def remember(self, key: Optional[Tuple], compiled_function: Any, args, kwargs):
+        if key is not None and compiled_function is not None:
+            entry = _compiled_graph(compiled_function, args, kwargs)
+            if entry is not None:
+                self.entries[key] = entry
+
+
 class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
-    """Pyro's ``JitTrace_ELBO``, compiled once per argument signature (see ``compiled_once``)."""
+    """Pyro's ``JitTrace_ELBO``, compiled once per argument signature (see ``compiled_once``),
+    called directly where Pyro's plumbing would do nothing (see ``_DirectCalls``)."""
 
     def loss_and_surrogate_loss(self, model, guide, *args, **kwargs):
+        direct = self.__dict__.setdefault("direct_calls", _DirectCalls())
+        key = direct.key(model, guide, args, kwargs)
+        result = direct.call(key, args)
+        if result is not None:
+            return result
         parent = super().loss_and_surrogate_loss
-        return compiled_once(
+        result = compiled_once(
             self,
             "_loss_and_surrogate_loss",
             args,
             lambda: parent(model, guide, *args, **kwargs),
         )
+        direct.remember(
+            key, self._loss_and_surrogate_loss, args, _model_ids(model, guide)
+        )
+        return result
 
 
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
     """Pyro 1.9.2's ``JitTraceMeanField_ELBO`` stores its compiled loss as
     ``_differentiable_loss`` but looks for ``_loss_and_surrogate_loss``, so it re-traces the
     model on every step. This subclass reuses the compiled function it stored, one per argument
-    signature (see ``compiled_once``)."""
+    signature (see ``compiled_once``), and calls it directly where Pyro's plumbing would do
+    nothing (see ``_DirectCalls``)."""
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
+        direct = self.__dict__.setdefault("direct_calls", _DirectCalls())
+        key = direct.key(model, guide, args, kwargs)
+        result = direct.call(key, args)
+        if result is not None:
+            return result
+
         def call():
             compiled = getattr(self, "_differentiable_loss", None)
             if compiled is None:
                 return super(JitTraceMeanField_ELBO, self).differentiable_loss(
                     model, guide, *args, **kwargs
                 )
-            return compiled(
-                *args, _pyro_model_id=id(model), _pyro_guide_id=id(guide), **kwargs
-            )
+            return compiled(*args, **_model_ids(model, guide), **kwargs)
 
-        return compiled_once(self, "_differentiable_loss", args, call)
+        result = compiled_once(self, "_differentiable_loss", args, call)
+        direct.remember(key, self._differentiable_loss, args, _model_ids(model, guide))
+        return result
+
+
+def _model_ids(model, guide) -> Dict[str, int]:
+    """The keyword arguments Pyro's JIT ELBOs add to tell programs apart."""
+    return {"_pyro_model_id": id(model), "_pyro_guide_id": id(guide)}
 
 
 class TemperedWeightsWarning(UserWarning):
