@@ -19,7 +19,14 @@ from .diagnostics import (
     rate_distortion,
 )
 from .errors import ConfigError, TrainingError
-from .marginal import KHAT_UNRELIABLE, MarginalEstimate, log_marginal_likelihood
+from .marginal import (
+    KHAT_UNRELIABLE,
+    MIN_CHUNKS_TO_COMPILE,
+    ChunkWeights,
+    MarginalEstimate,
+    log_marginal_likelihood,
+)
+from .process import prepare_heap
 from .rundir import BEST_FILE, CHECKPOINT_FILE
 from .train import resolve_device
 from .vae import VAE, build
@@ -106,14 +113,26 @@ def importance_sampled(
     khat: bool = True,
 ) -> MarginalEstimate:
     """log p(x) at K = ``k`` per row, in blocks seeded by their index (see distributed.py),
-    this rank's blocks computed here and the rows of all ranks gathered."""
+    this rank's blocks computed here and the rows of all ranks gathered. With at least
+    ``MIN_CHUNKS_TO_COMPILE`` blocks, every block's chunks run compiled (one ``ChunkWeights``
+    for all blocks: see marginal.py); on the CPU the heap is prepared first (process.py).
+    """
+    block_size = distributed.default_block_size(k, x.device)
+    weights = ChunkWeights(
+        vae.model,
+        vae.guide,
+        compile=x.shape[0] // block_size >= MIN_CHUNKS_TO_COMPILE
+        and x.dtype != torch.float64,
+    )
+    if x.device.type == "cpu":
+        prepare_heap()
     fields = distributed.blockwise(
         lambda xb: log_marginal_likelihood(
-            vae.model, vae.guide, xb, num_samples=k, khat=khat
+            vae.model, vae.guide, xb, num_samples=k, khat=khat, chunk_weights=weights
         ),
         x,
         seed,
-        distributed.default_block_size(k, x.device),
+        block_size,
         ctx,
     )
     return MarginalEstimate(**fields)
