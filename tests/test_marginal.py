@@ -349,6 +349,55 @@ def test_streamed_khat_check_catches_a_tail_kept_from_the_last_chunk_only(
     assert (streamed - reference).abs().max() > 0.01, (streamed, reference)
 
 
+def _batched_and_per_row_fits(tails):
+    batched = marginal._fit_pareto_shapes(tails)
+    per_row = torch.tensor(
+        [fit_generalized_pareto(t)[0] for t in tails], dtype=torch.float64
+    )
+    return batched, per_row
+
+
+def pareto_tails():
+    """Rows of tails as pareto_khat hands them over: the M largest of K weights relative to
+    the largest, minus the (M+1)-th, for log-weights of several spreads and K."""
+    g = torch.Generator().manual_seed(3)
+    for k, spread in [(60, 0.5), (100, 2.0), (1000, 1.0), (5000, 3.0)]:
+        m = marginal.tail_size(k)
+        log_w = torch.randn(6, k, generator=g, dtype=torch.float64) * spread
+        top = torch.sort(log_w, dim=-1, descending=True).values[:, : m + 1]
+        top = top - top[:, :1]
+        yield top[:, :m].exp() - top[:, m:].exp()
+
+
+def test_all_rows_at_once_fit_is_pyros_fit_per_row():
+    """pareto_khat fits every row whose M weights are all above the threshold at once."""
+    for tails in pareto_tails():
+        batched, per_row = _batched_and_per_row_fits(tails)
+        torch.testing.assert_close(batched, per_row, rtol=0, atol=1e-12)
+
+
+def test_all_rows_at_once_fit_check_catches_unsorted_tails(monkeypatch):
+    """Injected bug: the batched fit skips sorting, so its quantile-based candidates come
+    from the wrong order statistics."""
+
+    class NoSort:
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def sort(t, dim=-1, descending=False):
+            return torch.return_types.sort((t, None))
+
+    monkeypatch.setattr(marginal, "torch", NoSort())
+    differences = [
+        (lambda b, r: (b - r).abs().nan_to_num(math.inf).max())(
+            *_batched_and_per_row_fits(t)
+        )
+        for t in pareto_tails()
+    ]
+    assert max(differences) > 1e-3
+
+
 def test_khat_is_nan_when_k_is_too_small_or_not_asked_for(truth, x):
     vae = guide_scaled(truth, 1.0)
     assert log_marginal_likelihood(vae.model, vae.guide, x, 40).khat.isnan().all()
