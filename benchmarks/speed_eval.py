@@ -13,6 +13,7 @@ image) pairs per chunk. Two comparisons:
   number of (particle, image) pairs) at the library's default budget and at each
   ``--max-pairs`` budget. Each round's time is the process's CPU time
   (``time.process_time``; use ``--threads 1``) on the CPU and wall time on CUDA;
+  The process is set up first as ``pyro-vae evaluate`` sets it up (``process.prepare_heap``).
   ``ratio_vs_torch_by_k_and_budget`` holds the median of the rounds' ratios (library images/s
   over plain images/s), ``ratio_vs_torch`` the one at the largest K and the default budget on
   the last device. On CUDA, ``torch.cuda.max_memory_allocated`` gives the peak memory.
@@ -56,6 +57,7 @@ from speed_train import (  # noqa: E402,E501
 
 from pyro_vae import config as config_module  # noqa: E402
 from pyro_vae.marginal import default_max_pairs, log_marginal_likelihood  # noqa: E402
+from pyro_vae.process import prepare_heap  # noqa: E402
 from pyro_vae.vae import VAE, build  # noqa: E402
 
 LOG_2PI = math.log(2 * math.pi)
@@ -154,7 +156,10 @@ def _sync(device: torch.device) -> None:
 def compare(
     device: torch.device, n: int, k: int, rounds: int, budgets: List[int]
 ) -> Dict:
-    """Both implementations interleaved in rounds in this process (see the module docstring)."""
+    """Both implementations interleaved in rounds in this process (see the module docstring),
+    after the process set-up ``pyro-vae evaluate`` does (``process.prepare_heap``)."""
+    if device.type == "cpu":
+        prepare_heap()
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     vae, x = make_vae(device), images(n, device)

@@ -21,10 +21,11 @@ from .diagnostics import (
 from .errors import ConfigError, TrainingError
 from .marginal import (
     KHAT_UNRELIABLE,
-    MIN_CHUNKS_TO_COMPILE,
     ChunkWeights,
     MarginalEstimate,
+    default_max_pairs,
     log_marginal_likelihood,
+    worth_compiling,
 )
 from .process import prepare_heap
 from .rundir import BEST_FILE, CHECKPOINT_FILE
@@ -113,16 +114,19 @@ def importance_sampled(
     khat: bool = True,
 ) -> MarginalEstimate:
     """log p(x) at K = ``k`` per row, in blocks seeded by their index (see distributed.py),
-    this rank's blocks computed here and the rows of all ranks gathered. With at least
-    ``MIN_CHUNKS_TO_COMPILE`` blocks, every block's chunks run compiled (one ``ChunkWeights``
-    for all blocks: see marginal.py); on the CPU the heap is prepared first (process.py).
+    this rank's blocks computed here and the rows of all ranks gathered. With enough blocks
+    to repay it (``marginal.worth_compiling``), every block's chunks run compiled (one
+    ``ChunkWeights`` for all blocks); on the CPU the heap is prepared first (process.py).
     """
     block_size = distributed.default_block_size(k, x.device)
     weights = ChunkWeights(
         vae.model,
         vae.guide,
-        compile=x.shape[0] // block_size >= MIN_CHUNKS_TO_COMPILE
-        and x.dtype != torch.float64,
+        compile=worth_compiling(
+            x.shape[0] // block_size,
+            min(block_size * k, default_max_pairs(x.device)),
+            x.dtype,
+        ),
     )
     if x.device.type == "cpu":
         prepare_heap()
