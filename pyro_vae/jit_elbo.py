@@ -137,22 +137,13 @@ class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
     called directly where Pyro's plumbing would do nothing (see ``_DirectCalls``)."""
 
     def loss_and_surrogate_loss(self, model, guide, *args, **kwargs):
-        direct = self.__dict__.setdefault("direct_calls", _DirectCalls())
-        key = direct.key(model, guide, args, kwargs)
-        result = direct.call(key, args)
-        if result is not None:
-            return result
         parent = super().loss_and_surrogate_loss
-        result = compiled_once(
+        return _compiled_call(
             self,
             "_loss_and_surrogate_loss",
-            args,
+            (model, guide, args, kwargs),
             lambda: parent(model, guide, *args, **kwargs),
         )
-        direct.remember(
-            key, self._loss_and_surrogate_loss, args, _model_ids(model, guide)
-        )
-        return result
 
 
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
@@ -163,12 +154,6 @@ class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
     nothing (see ``_DirectCalls``)."""
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
-        direct = self.__dict__.setdefault("direct_calls", _DirectCalls())
-        key = direct.key(model, guide, args, kwargs)
-        result = direct.call(key, args)
-        if result is not None:
-            return result
-
         def call():
             compiled = getattr(self, "_differentiable_loss", None)
             if compiled is None:
@@ -177,9 +162,23 @@ class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
                 )
             return compiled(*args, **_model_ids(model, guide), **kwargs)
 
-        result = compiled_once(self, "_differentiable_loss", args, call)
-        direct.remember(key, self._differentiable_loss, args, _model_ids(model, guide))
-        return result
+        return _compiled_call(
+            self, "_differentiable_loss", (model, guide, args, kwargs), call
+        )
+
+
+def _compiled_call(elbo: ELBO, attr: str, programs: tuple, call: Callable[[], Any]):
+    """The graph called directly where no handler listens (``_DirectCalls``), else ``call``
+    through ``compiled_once``, remembering the graph it compiled. ``programs`` is
+    ``(model, guide, args, kwargs)``."""
+    model, guide, args, kwargs = programs
+    direct = elbo.__dict__.setdefault("direct_calls", _DirectCalls())
+    key = direct.key(model, guide, args, kwargs)
+    result = direct.call(key, args)
+    if result is None:
+        result = compiled_once(elbo, attr, args, call)
+        direct.remember(key, getattr(elbo, attr), args, _model_ids(model, guide))
+    return result
 
 
 def _model_ids(model, guide) -> Dict[str, int]:
