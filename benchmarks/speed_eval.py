@@ -7,18 +7,25 @@ estimate, log (1/K) sum_k w_k with w_k = p(x, z_k) / q(z_k | x), and the same ef
 size and standard error, with tensor ops on the same weights and the same budget of (particle,
 image) pairs per chunk. Two comparisons:
 
-- **fresh processes** (the CPU): pairs of child processes, one per implementation, the order
-  alternating; each evaluates two images (warm-up), then ``--images`` images, and reports
-  images/s, page faults per image and the peak resident memory the evaluation added (VmHWM from
-  /proc/self/status after resetting it through /proc/self/clear_refs, minus VmRSS before). Each
-  process's heap starts empty, so what glibc does with each side's own pattern of 4-16 MB
-  temporaries (reuse them, or hand them back to the OS and fault them in again) is part of
-  the figure.
-- **one process**: both interleaved in rounds in one process (the order alternating), at the
-  library's default budget and at each ``--max-pairs`` budget; images/s and page faults per
-  image. The headline ``ratio_vs_torch`` is the median of the rounds' ratios at the library's
-  default budget on the last device. On CUDA this is the only comparison, with
-  ``torch.cuda.max_memory_allocated`` as the peak memory.
+- **one process** (the headline): both interleaved in rounds in one process (the order
+  alternating), for each K in ``--num-samples`` (5000 and 100 by default; ``--images`` images
+  at the largest K and proportionally more at smaller ones, so that every K does the same
+  number of (particle, image) pairs) at the library's default budget and at each
+  ``--max-pairs`` budget. Each round's time is the process's CPU time
+  (``time.process_time``; use ``--threads 1``) on the CPU and wall time on CUDA;
+  The process is set up first as ``pyro-vae evaluate`` sets it up (``process.prepare_heap``).
+  ``ratio_vs_torch_by_k_and_budget`` holds the median of the rounds' ratios (library images/s
+  over plain images/s), ``ratio_vs_torch`` the one at the largest K and the default budget on
+  the last device. On CUDA, ``torch.cuda.max_memory_allocated`` gives the peak memory.
+- **fresh processes** (the CPU, largest K, default budget): pairs of child processes, the order
+  alternating: the library as ``pyro-vae evaluate`` runs it (``process.prepare_heap`` first),
+  the library without it, and the plain sampler; each evaluates two images (warm-up), then
+  ``--images`` images, and reports images/s, page faults per image and the peak resident
+  memory the evaluation added (VmHWM from /proc/self/status after resetting it through
+  /proc/self/clear_refs, minus VmRSS before). Each process's heap starts empty, so what glibc
+  does with each side's own pattern of 4-16 MB temporaries (reuse them, or hand them back to
+  the OS and fault them in again) is part of the figure; this is what measures
+  ``prepare_heap``.
 
     python benchmarks/speed_eval.py --quick --json benchmarks/results/speed_eval_cpu.json
 """
@@ -50,6 +57,7 @@ from speed_train import (  # noqa: E402,E501
 
 from pyro_vae import config as config_module  # noqa: E402
 from pyro_vae.marginal import default_max_pairs, log_marginal_likelihood  # noqa: E402
+from pyro_vae.process import prepare_heap  # noqa: E402
 from pyro_vae.vae import VAE, build  # noqa: E402
 
 LOG_2PI = math.log(2 * math.pi)
@@ -148,7 +156,10 @@ def _sync(device: torch.device) -> None:
 def compare(
     device: torch.device, n: int, k: int, rounds: int, budgets: List[int]
 ) -> Dict:
-    """Both implementations interleaved in rounds in this process (see the module docstring)."""
+    """Both implementations interleaved in rounds in this process (see the module docstring),
+    after the process set-up ``pyro-vae evaluate`` does (``process.prepare_heap``)."""
+    if device.type == "cpu":
+        prepare_heap()
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     vae, x = make_vae(device), images(n, device)
@@ -165,10 +176,11 @@ def compare(
                 torch.cuda.reset_peak_memory_stats(device)
             _sync(device)
             faults_before = minor_page_faults()
-            began = time.perf_counter()
+            clock = time.perf_counter if device.type == "cuda" else time.process_time
+            began = clock()
             estimates[name] = fn(vae, x, k, max_pairs)
             _sync(device)
-            rates[name].append(n / (time.perf_counter() - began))
+            rates[name].append(n / (clock() - began))
             faults[name].append((minor_page_faults() - faults_before) / n)
             if device.type == "cuda":
                 peak[name] = torch.cuda.max_memory_allocated(device)
@@ -177,6 +189,7 @@ def compare(
         "images": n,
         "num_samples": k,
         "rounds": rounds,
+        "clock": "wall" if device.type == "cuda" else "cpu",
         "default_max_pairs": default_max_pairs(device),
     }
     for name, (fn, max_pairs) in impls.items():
@@ -185,6 +198,8 @@ def compare(
             "max_pairs": max_pairs or default_max_pairs(device),
             "images_per_s": statistics.median(rates[name]),
             "ratio_vs_torch_same_budget": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
             "round_ratios": ratios,
             "page_faults_per_image": statistics.median(faults[name]),
             "mean_log_marginal": estimates[name].mean().item(),
@@ -201,6 +216,7 @@ import speed_eval as s
 torch.set_num_threads({threads})
 cpu = torch.device("cpu")
 vae, x = s.make_vae(cpu), s.images({n}, cpu)
+{setup}
 s.{function}(vae, x[:2], {k}, {max_pairs})
 open("/proc/self/clear_refs", "w").write("5")
 before, faults = s.status_kib("VmRSS"), s.minor_page_faults()
@@ -215,9 +231,16 @@ print(json.dumps({{
 """
 
 
-def fresh_process(function: str, n: int, k: int, max_pairs: Optional[int]) -> Dict:
-    """One evaluation of ``n`` images in a new CPU process (see the module docstring)."""
+def fresh_process(
+    function: str, n: int, k: int, max_pairs: Optional[int], prepare_heap: bool = False
+) -> Dict:
+    """One evaluation of ``n`` images in a new CPU process (see the module docstring), with
+    ``process.prepare_heap`` first when asked."""
+    setup = (
+        "from pyro_vae import process; process.prepare_heap()" if prepare_heap else ""
+    )
     code = CHILD.format(
+        setup=setup,
         here=str(Path(__file__).resolve().parent),
         threads=torch.get_num_threads(),
         function=function,
@@ -233,24 +256,28 @@ def fresh_process(function: str, n: int, k: int, max_pairs: Optional[int]) -> Di
 
 def compare_fresh_processes(n: int, k: int, pairs: int) -> Dict:
     """``pairs`` pairs of fresh processes at the library's default budget, the order alternating."""
-    runs: Dict[str, List[Dict]] = {"library": [], "torch": []}
-    functions = {"library": "library_estimate", "torch": "torch_estimate"}
+    kinds = {
+        "library": ("library_estimate", True),
+        "library_no_prepare_heap": ("library_estimate", False),
+        "torch": ("torch_estimate", False),
+    }
+    runs: Dict[str, List[Dict]] = {name: [] for name in kinds}
     for pair in range(pairs):
-        for name in list(runs) if pair % 2 == 0 else list(runs)[::-1]:
-            runs[name].append(fresh_process(functions[name], n, k, None))
+        for name in list(kinds) if pair % 2 == 0 else list(kinds)[::-1]:
+            function, heap = kinds[name]
+            runs[name].append(fresh_process(function, n, k, None, heap))
     out: Dict = {"device": "cpu", "images": n, "num_samples": k, "pairs": pairs}
-    ratios = [
-        a["images_per_s"] / b["images_per_s"]
-        for a, b in zip(runs["library"], runs["torch"])
-    ]
     for name, rows in runs.items():
         out[name] = {
             field: statistics.median(row[field] for row in rows)
             for field in ("images_per_s", "page_faults_per_image", "peak_added_mb")
         }
         out[name]["runs"] = rows
-    out["library"]["ratio_vs_torch"] = statistics.median(ratios)
-    out["library"]["pair_ratios"] = ratios
+        ratios = [
+            a["images_per_s"] / b["images_per_s"] for a, b in zip(rows, runs["torch"])
+        ]
+        out[name]["ratio_vs_torch"] = statistics.median(ratios)
+        out[name]["pair_ratios"] = ratios
     return out
 
 
@@ -281,7 +308,11 @@ def main(argv=None) -> Dict:
         help="images per round or process (default 30 quick, 100 full)",
     )
     parser.add_argument(
-        "--num-samples", type=int, default=5000, help="K, importance samples per image"
+        "--num-samples",
+        type=int,
+        nargs="+",
+        default=[5000, 100],
+        help="values of K, importance samples per image",
     )
     parser.add_argument(
         "--rounds",
@@ -297,7 +328,7 @@ def main(argv=None) -> Dict:
         "--max-pairs",
         type=int,
         nargs="*",
-        default=[],
+        default=[1000, 2500],
         help="also compare library and plain sampler in one process at these chunk budgets "
         "((particle, image) pairs per chunk)",
     )
@@ -306,42 +337,51 @@ def main(argv=None) -> Dict:
     n = args.images or (30 if args.quick else 100)
     rounds = args.rounds or (2 if args.quick else 5)
     pairs = args.pairs if args.pairs is not None else (2 if args.quick else 6)
-    k = args.num_samples
+    ks = sorted(args.num_samples, reverse=True)
     summary: Dict = {}
     if "cpu" in [d.type for d in devices] and pairs > 0:
-        fresh = compare_fresh_processes(n, k, pairs)
+        fresh = compare_fresh_processes(n, ks[0], pairs)
         summary["fresh_processes"] = fresh
-        for name in ("library", "torch"):
+        for name in ("library", "library_no_prepare_heap", "torch"):
             r = fresh[name]
             print(
-                f"cpu  K={k} {name:8s} fresh processes: {r['images_per_s']:8.2f} images/s, "
-                f"{r['page_faults_per_image']:7.0f} page faults/image, "
-                f"peak +{r['peak_added_mb']:.0f} MB",
+                f"cpu  K={ks[0]} {name:24s} fresh processes: {r['images_per_s']:8.2f} "
+                f"images/s ({r['ratio_vs_torch']:.3f}x), {r['page_faults_per_image']:7.0f} "
+                f"page faults/image, peak +{r['peak_added_mb']:.0f} MB",
                 flush=True,
             )
-        print(f"cpu  fresh processes: ratio {fresh['library']['ratio_vs_torch']:.3f}")
     results = []
+    by_k: Dict[str, Dict[str, float]] = {}
     for device in devices:
-        result = compare(
-            device, n if device.type == "cpu" else 10 * n, k, rounds, args.max_pairs
-        )
-        results.append(result)
-        for name in implementations(args.max_pairs):
-            r = result[name]
-            print(
-                f"{device.type:4s} K={k} {name:24s} max_pairs {r['max_pairs']:6d}: "
-                f"{r['images_per_s']:8.2f} images/s ({r['ratio_vs_torch_same_budget']:.3f}x the "
-                f"plain sampler at that budget, one process), "
-                f"{r['page_faults_per_image']:.0f} page faults/image",
-                flush=True,
-            )
-    headline = results[-1]
+        for k in ks:
+            images_k = n * ks[0] // k * (1 if device.type == "cpu" else 10)
+            result = compare(device, images_k, k, rounds, args.max_pairs)
+            results.append(result)
+            for name in implementations(args.max_pairs):
+                r = result[name]
+                if name.startswith("library"):
+                    by_k.setdefault(str(k), {})[str(r["max_pairs"])] = r[
+                        "ratio_vs_torch_same_budget"
+                    ]
+                print(
+                    f"{device.type:4s} K={k:<5d} {name:24s} max_pairs {r['max_pairs']:6d}: "
+                    f"{r['images_per_s']:9.2f} images/s ({r['ratio_vs_torch_same_budget']:.3f}x "
+                    f"the plain sampler at that budget, rounds {r['ratio_min']:.2f}-"
+                    f"{r['ratio_max']:.2f}), {r['page_faults_per_image']:.0f} page faults/image",
+                    flush=True,
+                )
+    headline = [r for r in results if r["num_samples"] == ks[0]][-1]
     summary["one_process"] = results
     summary["ratio_vs_torch"] = headline["library"]["ratio_vs_torch_same_budget"]
+    summary["ratio_vs_torch_by_k_and_budget"] = by_k
     summary["ratio_device"] = headline["device"]
     if "fresh_processes" in summary:
-        fresh = summary["fresh_processes"]["library"]["ratio_vs_torch"]
-        summary["ratio_vs_torch_fresh_processes"] = fresh
+        fresh = summary["fresh_processes"]
+        summary["ratio_vs_torch_fresh_processes"] = fresh["library"]["ratio_vs_torch"]
+        summary["prepare_heap_speedup_fresh_processes"] = (
+            fresh["library"]["images_per_s"]
+            / fresh["library_no_prepare_heap"]["images_per_s"]
+        )
     return finish(summary, args, argv)
 
 

@@ -20,7 +20,15 @@ from .diagnostics import (
     rate_distortion,
 )
 from .errors import ConfigError, TrainingError
-from .marginal import KHAT_UNRELIABLE, MarginalEstimate, log_marginal_likelihood
+from .marginal import (
+    KHAT_UNRELIABLE,
+    ChunkWeights,
+    MarginalEstimate,
+    default_max_pairs,
+    log_marginal_likelihood,
+    worth_compiling,
+)
+from .process import prepare_heap
 from .rundir import BEST_FILE, CHECKPOINT_FILE
 from .train import resolve_device
 from .vae import VAE, build
@@ -108,14 +116,29 @@ def importance_sampled(
     khat: bool = True,
 ) -> MarginalEstimate:
     """log p(x) at K = ``k`` per row, in blocks seeded by their index (see distributed.py),
-    this rank's blocks computed here and the rows of all ranks gathered."""
+    this rank's blocks computed here and the rows of all ranks gathered. With enough blocks
+    to repay it (``marginal.worth_compiling``), every block's chunks run compiled (one
+    ``ChunkWeights`` for all blocks); on the CPU the heap is prepared first (process.py).
+    """
+    block_size = distributed.default_block_size(k, x.device)
+    weights = ChunkWeights(
+        vae.model,
+        vae.guide,
+        compile=worth_compiling(
+            x.shape[0] // block_size,
+            min(block_size * k, default_max_pairs(x.device)),
+            x.dtype,
+        ),
+    )
+    if x.device.type == "cpu":
+        prepare_heap()
     fields = distributed.blockwise(
         lambda xb: log_marginal_likelihood(
-            vae.model, vae.guide, xb, num_samples=k, khat=khat
+            vae.model, vae.guide, xb, num_samples=k, khat=khat, chunk_weights=weights
         ),
         x,
         seed,
-        distributed.default_block_size(k, x.device),
+        block_size,
         ctx,
     )
     return MarginalEstimate(**fields)

@@ -20,18 +20,11 @@ which is the beta-ELBO only for K = 1; for K > 1 it is not the IWAE bound minus 
 times a KL. ``IWAE`` warns (``TemperedWeightsWarning``) on its first step when any site is
 scaled, so a run that combines it with beta != 1 or warm-up says what it optimizes.
 Particles are always vectorized. ``jit=True`` (the default for ``trace`` and ``meanfield``)
-compiles the ELBO with ``torch.jit.trace`` through Pyro's ``JitTrace*_ELBO``: the model's
-structure must be static (every registered prior and guide is), and one compiled function is kept
-per signature of the arguments (tensor shapes, dtypes and devices), so a new batch size gets its
-own trace instead of silently reusing a wrong one. Positional arguments must be tensors
-(``torch.jit.trace`` refuses others): ``fit`` passes ``kl_weight`` as a 0-d tensor. Compiling
-draws no extra random numbers: a run is repeatable with or without JIT (the draws of a traced and
-an eager step agree in count, not necessarily in value).
+compiles the ELBO with TorchScript (see jit_elbo.py).
 """
 
 import math
 import warnings
-from typing import Any, Callable, Dict, List, Tuple
 
 import pyro.infer
 import torch
@@ -39,100 +32,18 @@ from pyro.infer import ELBO
 from pyro.poutine.util import site_is_subsample
 
 from .errors import ConfigError
+from .jit_elbo import (  # noqa: F401  (re-exported: the JIT ELBOs)
+    JitTrace_ELBO,
+    JitTraceMeanField_ELBO,
+    _DirectCalls,
+    compiled_once,
+    signature,
+)
 from .marginal import log_prob_per_datapoint, trace_log_weights, vectorized_traces
 from .registry import OBJECTIVES
 from .schedules import free_bits_kl
 
 MAX_PLATE_NESTING = 1
-
-
-def signature(args: tuple) -> Tuple:
-    """What a traced ELBO is specialised to: each tensor argument's shape, dtype and device, and
-    each other argument's value (``torch.jit.trace`` bakes them all in)."""
-    return tuple(_describe(a) for a in args)
-
-
-def _describe(arg: Any) -> Tuple:
-    if torch.is_tensor(arg):
-        return tuple(arg.shape), arg.dtype, arg.device
-    try:
-        hash(arg)
-    except TypeError:
-        return type(arg), id(arg)
-    return type(arg), arg
-
-
-def compiled_once(elbo: ELBO, attr: str, args: tuple, call: Callable[[], Any]) -> Any:
-    """Run ``call`` (a Pyro JIT ELBO method that compiles into ``elbo.<attr>`` when it is None)
-    with the compiled function kept for ``signature(args)``.
-
-    Pyro's ``CompiledFunction`` runs the program twice more on its first call (parameter capture
-    and tracing), so compiling would shift the random stream; here the first call's result is
-    dropped and the step is re-run compiled from the same RNG state. torch >= 2.10 flags
-    ``torch.jit.trace`` as deprecated; that warning is silenced here (set ``jit = false`` if a
-    future torch drops it).
-
-    The compiled graph runs under ``torch.jit.optimized_execution(False)``: TorchScript then
-    executes the traced ops without wrapping them in its own differentiable subgraphs, so the
-    backward pass is autograd's native one (fused kernels such as ``tanh_backward`` and
-    ``AddmmBackward``) rather than TorchScript's symbolic gradient formulas, which spend more
-    small ops per step. The Python-free forward pass, the point of compiling, is kept.
-    """
-    cache: Dict[Tuple, Any] = elbo.__dict__.setdefault("compiled_by_signature", {})
-    key = signature(args)
-    compiled = cache.get(key)
-    setattr(elbo, attr, compiled)
-    with torch.jit.optimized_execution(False):
-        if compiled is not None:
-            return call()
-        with torch.random.fork_rng(
-            devices=_cuda_devices(args)
-        ), warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning
-            )
-            call()
-        cache[key] = getattr(elbo, attr)
-        return call()
-
-
-def _cuda_devices(args: tuple) -> List[int]:
-    return sorted(
-        {a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda}
-    )
-
-
-class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
-    """Pyro's ``JitTrace_ELBO``, compiled once per argument signature (see ``compiled_once``)."""
-
-    def loss_and_surrogate_loss(self, model, guide, *args, **kwargs):
-        parent = super().loss_and_surrogate_loss
-        return compiled_once(
-            self,
-            "_loss_and_surrogate_loss",
-            args,
-            lambda: parent(model, guide, *args, **kwargs),
-        )
-
-
-class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
-    """Pyro 1.9.2's ``JitTraceMeanField_ELBO`` stores its compiled loss as
-    ``_differentiable_loss`` but looks for ``_loss_and_surrogate_loss``, so it re-traces the
-    model on every step. This subclass reuses the compiled function it stored, one per argument
-    signature (see ``compiled_once``)."""
-
-    def differentiable_loss(self, model, guide, *args, **kwargs):
-        def call():
-            compiled = getattr(self, "_differentiable_loss", None)
-            if compiled is None:
-                return super(JitTraceMeanField_ELBO, self).differentiable_loss(
-                    model, guide, *args, **kwargs
-                )
-            return compiled(
-                *args, _pyro_model_id=id(model), _pyro_guide_id=id(guide), **kwargs
-            )
-
-        return compiled_once(self, "_differentiable_loss", args, call)
 
 
 class TemperedWeightsWarning(UserWarning):

@@ -18,6 +18,7 @@ import pyro
 import pyro.optim
 import torch
 from pyro.infer import SVI
+from pyro.infer.util import torch_item
 from tqdm.auto import tqdm
 
 from . import checkpoint, distributed, rundir
@@ -105,12 +106,39 @@ def learning_rate(config: Config, epoch: int) -> float:
     return config.train.lr * config.train.lr_decay ** (epoch - 1)
 
 
+class ModuleSVI(SVI):
+    """``SVI`` with a ``ModuleOptimizer``, which already knows every parameter it steps.
+
+    ``SVI.step`` runs the loss under a param-capture trace to learn which parameters to hand
+    the optimizer. Here the first step does exactly that (so ``ModuleOptimizer`` checks that
+    every parameter the programs use is the module's); later steps compute the same loss and
+    gradients without the trace and hand the optimizer the module's parameters. With no
+    handler on Pyro's stack, the compiled ELBOs also skip their per-parameter messages
+    (objectives.py, ``_DirectCalls``): together about 0.15 ms per step on the CPU, a tenth of
+    a batch-10 step. Losses and parameters are the same as with ``SVI``, bit for bit.
+    """
+
+    def __init__(self, model, guide, optim: ModuleOptimizer, loss):
+        super().__init__(model, guide, optim, loss=loss)
+        self.params_checked = False
+
+    def step(self, *args, **kwargs) -> float:
+        if not self.params_checked:
+            loss = super().step(*args, **kwargs)
+            self.params_checked = True
+            return loss
+        loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+        self.optim(self.optim.params)
+        return torch_item(loss)
+
+
 def make_svi(vae: VAE, config: Config) -> Tuple[SVI, ModuleOptimizer]:
-    """The ``SVI`` object that ``fit`` steps, and its optimizer: the configured objective and
-    one Adam over the VAE's parameters (call it once the VAE is on its device)."""
+    """The ``SVI`` object that ``fit`` steps (a ``ModuleSVI``), and its optimizer: the
+    configured objective and one Adam over the VAE's parameters (call it once the VAE is on
+    its device)."""
     optimizer = ModuleOptimizer(vae, config.train.lr)
     elbo = build_objective(config)
-    return SVI(vae.model, vae.guide, optimizer, loss=elbo), optimizer
+    return ModuleSVI(vae.model, vae.guide, optimizer, loss=elbo), optimizer
 
 
 def train_step(

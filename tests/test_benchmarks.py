@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import speed_eval  # noqa: E402
 import speed_parts  # noqa: E402
+import speed_train  # noqa: E402
 
 from pyro_vae.registry import GUIDES, OBJECTIVES, PRIORS  # noqa: E402
 
@@ -16,18 +17,41 @@ from pyro_vae.registry import GUIDES, OBJECTIVES, PRIORS  # noqa: E402
 def test_speed_eval_runs_and_writes_its_figures(tmp_path):
     path = tmp_path / "eval.json"
     summary = speed_eval.main(
-        "--device cpu --images 2 --num-samples 20 --rounds 1 --pairs 1 --json".split()
-        + [str(path)]
+        "--device cpu --images 2 --num-samples 20 10 --max-pairs 10 --rounds 1 --pairs 1"
+        " --json".split() + [str(path)]
     )
     assert json.loads(path.read_text()) == json.loads(json.dumps(summary))
     assert summary["ratio_device"] == "cpu" and summary["ratio_vs_torch"] > 0
-    one = summary["one_process"][0]
+    by_k = summary["ratio_vs_torch_by_k_and_budget"]
+    assert set(by_k) == {"20", "10"} and all(
+        set(r) == {"10", "5000"} for r in by_k.values()
+    )
+    first, second = summary["one_process"]
+    assert (first["num_samples"], first["images"]) == (20, 2)
+    assert (second["num_samples"], second["images"]) == (10, 4)  # the same pairs per K
     fresh = summary["fresh_processes"]
     for name in ("library", "torch"):
-        assert math.isfinite(one[name]["mean_log_marginal"])
-        assert one[name]["images_per_s"] > 0 and fresh[name]["images_per_s"] > 0
+        assert math.isfinite(first[name]["mean_log_marginal"])
+        assert first[name]["images_per_s"] > 0 and fresh[name]["images_per_s"] > 0
         assert fresh[name]["page_faults_per_image"] >= 0
+    assert fresh["library_no_prepare_heap"]["images_per_s"] > 0
     assert summary["ratio_vs_torch_fresh_processes"] > 0
+    assert summary["prepare_heap_speedup_fresh_processes"] > 0
+
+
+def test_speed_train_reports_the_same_optimizer_ratio_per_batch_size(tmp_path):
+    path = tmp_path / "train.json"
+    summary = speed_train.main(
+        "--device cpu --batch-sizes 10 20 --rounds 2 --steps 3 --no-eager --json".split()
+        + [str(path)]
+    )
+    assert json.loads(path.read_text()) == json.loads(json.dumps(summary))
+    assert set(summary["ratio_vs_torch_same_optimizer"]) == {"10", "20"}
+    assert set(summary["ratio_vs_torch"]) == {"10", "20"}
+    result = summary["results"][0]["library"]
+    for label in ("ratio_vs_torch_same_optimizer", "ratio_vs_torch"):
+        assert result[f"{label}_min"] <= result[label] <= result[f"{label}_max"]
+    assert summary["results"][0]["clock"] == "cpu"
 
 
 def test_speed_parts_quick_writes_a_ratio_for_every_part(tmp_path):

@@ -82,6 +82,105 @@ def test_chunking_does_not_change_the_answer_for_the_exact_guide(truth, x):
     assert a.log_marginal.shape == (40,)
 
 
+def _estimates(vae, x, seed, **options):
+    torch.manual_seed(seed)
+    estimate = log_marginal_likelihood(
+        vae.model, vae.guide, x, 120, max_pairs=90, **options
+    )
+    return estimate, torch.rand(3)  # the random stream after the call
+
+
+@pytest.mark.parametrize("guide", ["diagonal", "full_rank"])
+def test_compiled_chunks_give_the_eager_estimates_and_leave_the_stream_alike(
+    truth, x, guide
+):
+    """jit=True (TorchScript per chunk shape, three shapes here) draws what the eager
+    chunks draw: the same estimates and k-hats (to 1e-6: in float64 the trace keeps shape
+    arithmetic such as d log(2 pi) in float32) and the same random stream afterwards."""
+    vae = linear_vae(truth, guide)
+    if guide == "diagonal":
+        set_perturbed_diagonal_guide(vae, truth, torch.Generator().manual_seed(1))
+    eager, eager_after = _estimates(vae, x[:7], 3, jit=False)
+    compiled, compiled_after = _estimates(vae, x[:7], 3, jit=True)
+    for field in ("log_marginal", "stderr", "ess", "khat"):
+        assert torch.allclose(
+            getattr(compiled, field), getattr(eager, field), rtol=1e-6, equal_nan=True
+        ), field
+    assert torch.equal(compiled_after, eager_after)
+    assert not torch.equal(
+        compiled.log_marginal, _estimates(vae, x[:7], 4)[0].log_marginal
+    )
+
+
+def test_compiled_chunks_check_catches_a_compile_that_draws_from_the_real_stream(
+    truth, x, monkeypatch
+):
+    """The net above fails when compiling is not done on a forked random stream."""
+    vae = linear_vae(truth, "diagonal")
+    eager, eager_after = _estimates(vae, x[:7], 3, jit=False)
+
+    def compile_on_the_real_stream(self, k, xb):
+        fn = pyro.ops.jit.trace(
+            lambda v: log_weights(self.model, self.guide, k, v), ignore_warnings=True
+        )
+        fn(xb)
+        return fn
+
+    monkeypatch.setattr(marginal.ChunkWeights, "_compile", compile_on_the_real_stream)
+    compiled, compiled_after = _estimates(vae, x[:7], 3, jit=True)
+    assert not torch.equal(compiled_after, eager_after)
+    assert not torch.allclose(compiled.log_marginal, eager.log_marginal)
+
+
+def test_compiling_is_automatic_from_enough_chunks_and_falls_back_for_untraceable_programs(
+    truth, x, monkeypatch
+):
+    vae = linear_vae(truth, "diagonal").float()  # the same parameters, now float32
+    made = []
+    real = marginal.ChunkWeights.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(marginal.ChunkWeights, "__init__", spy)
+    x32 = x.float()
+    log_marginal_likelihood(
+        vae.model, vae.guide, x32[:2], 100, max_pairs=100
+    )  # 2 chunks
+    log_marginal_likelihood(vae.model, vae.guide, x32[:4], 2500, max_pairs=100)  # 100
+    assert [w.compile for w in made] == [False, True]
+    assert not marginal.worth_compiling(10**6, 100, torch.float64)  # float64: eager
+    assert marginal.worth_compiling(330, 5000, torch.float32)
+    assert not marginal.worth_compiling(329, 5000, torch.float32)
+    assert len(made[1].compiled) == 1
+
+    def data_dependent_guide(x):  # Python control flow on a value: not traceable
+        with pyro.plate("data", x.shape[0]):
+            loc = torch.zeros(x.shape[0], 2) + (1.0 if x.sum() > 0 else -1.0)
+            pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample(
+                "z", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1)
+            )
+            pyro.sample(
+                "x", dist.Normal(z.sum(-1, keepdim=True), 1.0).to_event(1), obs=x
+            )
+
+    data = torch.randn(3, 1)
+    monkeypatch.setattr(
+        marginal.ChunkWeights,
+        "_compile",
+        lambda *a: (_ for _ in ()).throw(RuntimeError),
+    )
+    auto = log_marginal_likelihood(model, data_dependent_guide, data, 50, max_pairs=10)
+    assert made[-1].compile is False and torch.isfinite(auto.log_marginal).all()
+    with pytest.raises(RuntimeError):
+        log_marginal_likelihood(model, data_dependent_guide, data, 50, jit=True)
+
+
 def test_dreg_guide_gradient_vanishes_at_the_exact_posterior(truth, x):
     """At q = p(z|x) every log-weight is log p(x) whatever z is, so DReG's guide gradient is 0
     exactly (the plain IWAE guide gradient is 0 only in expectation)."""
@@ -132,12 +231,18 @@ def test_global_latents_are_refused_with_an_explanation():
 
 
 def test_cpu_evaluation_prepares_the_heap(truth, x, monkeypatch):
-    from pyro_vae import marginal
+    """``evaluate`` (what ``pyro-vae evaluate`` runs) sets the process's heap up; the math
+    module itself no longer does."""
+    from pyro_vae import distributed, evaluate, process
 
     vae = linear_vae(truth, "diagonal")
-    monkeypatch.setattr(marginal, "_heap_prepared", False)
+    monkeypatch.setattr(process, "_heap_prepared", False)
     log_marginal_likelihood(vae.model, vae.guide, x, 10)
-    assert marginal._heap_prepared
+    assert not process._heap_prepared
+    evaluate.importance_sampled(
+        vae, x[:3], 10, 0, distributed.Context(device=torch.device("cpu"))
+    )
+    assert process._heap_prepared
 
 
 @pytest.mark.skipif(
@@ -150,8 +255,8 @@ def test_prepared_heap_reuses_chunk_sized_temporaries_without_page_faults():
     # of the 20 rounds, varying from run to run; after prepare_heap they are reused.
     code = textwrap.dedent("""
         import resource, torch
-        from pyro_vae import evaluate, marginal  # the modules pyro-vae evaluate imports
-        marginal.prepare_heap()
+        from pyro_vae import evaluate, process  # the modules pyro-vae evaluate imports
+        process.prepare_heap()
         def rounds(n):
             for _ in range(n):
                 a, b, c = (torch.ones(4 * 2**20) for _ in range(3))
@@ -244,6 +349,55 @@ def test_streamed_khat_check_catches_a_tail_kept_from_the_last_chunk_only(
     monkeypatch.setattr(marginal._Accumulator, "add", forgetful)
     streamed, reference = khat_from_recorded_draws(truth, x, monkeypatch)
     assert (streamed - reference).abs().max() > 0.01, (streamed, reference)
+
+
+def _batched_and_per_row_fits(tails):
+    batched = marginal._fit_pareto_shapes(tails)
+    per_row = torch.tensor(
+        [fit_generalized_pareto(t)[0] for t in tails], dtype=torch.float64
+    )
+    return batched, per_row
+
+
+def pareto_tails():
+    """Rows of tails as pareto_khat hands them over: the M largest of K weights relative to
+    the largest, minus the (M+1)-th, for log-weights of several spreads and K."""
+    g = torch.Generator().manual_seed(3)
+    for k, spread in [(60, 0.5), (100, 2.0), (1000, 1.0), (5000, 3.0)]:
+        m = marginal.tail_size(k)
+        log_w = torch.randn(6, k, generator=g, dtype=torch.float64) * spread
+        top = torch.sort(log_w, dim=-1, descending=True).values[:, : m + 1]
+        top = top - top[:, :1]
+        yield top[:, :m].exp() - top[:, m:].exp()
+
+
+def test_all_rows_at_once_fit_is_pyros_fit_per_row():
+    """pareto_khat fits every row whose M weights are all above the threshold at once."""
+    for tails in pareto_tails():
+        batched, per_row = _batched_and_per_row_fits(tails)
+        torch.testing.assert_close(batched, per_row, rtol=0, atol=1e-12)
+
+
+def test_all_rows_at_once_fit_check_catches_unsorted_tails(monkeypatch):
+    """Injected bug: the batched fit skips sorting, so its quantile-based candidates come
+    from the wrong order statistics."""
+
+    class NoSort:
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def sort(t, dim=-1, descending=False):
+            return torch.return_types.sort((t, None))
+
+    monkeypatch.setattr(marginal, "torch", NoSort())
+    differences = [
+        (lambda b, r: (b - r).abs().nan_to_num(math.inf).max())(
+            *_batched_and_per_row_fits(t)
+        )
+        for t in pareto_tails()
+    ]
+    assert max(differences) > 1e-3
 
 
 def test_khat_is_nan_when_k_is_too_small_or_not_asked_for(truth, x):

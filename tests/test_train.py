@@ -197,9 +197,9 @@ def test_a_crash_mid_write_leaves_the_old_checkpoint_loadable(tmp_path, monkeypa
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     config, ds, vae = digits_run(**{"train.epochs": 3})
-    from pyro.infer import SVI
+    from pyro_vae.train import ModuleSVI
 
-    real_step, calls = SVI.step, {"n": 0}
+    real_step, calls = ModuleSVI.step, {"n": 0}
     steps_per_epoch = len(ds.train) // 250
 
     def step(self, *args, **kwargs):
@@ -207,7 +207,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatc
         loss = real_step(self, *args, **kwargs)
         return float("nan") if calls["n"] == steps_per_epoch + 2 else loss
 
-    monkeypatch.setattr(SVI, "step", step)
+    monkeypatch.setattr(ModuleSVI, "step", step)
     with pytest.raises(TrainingError) as err:
         fit(vae, ds, config, tmp_path)
     assert "the loss became nan at epoch 2, step 2" in str(err.value)
@@ -293,3 +293,96 @@ def test_best_checkpoint_follows_the_validation_elbo(tmp_path):
     best_epoch = max(metrics, key=lambda m: m["valid_elbo"])["epoch"]
     assert checkpoint.load(tmp_path / BEST_FILE)["epoch"] == best_epoch
     assert all("valid_elbo" in m for m in metrics)
+
+
+def _svi_run(objective, svi_class, steps=6):
+    """Losses and final weights of ``steps`` steps of ``svi_class`` on a fixed seed."""
+    import pyro
+    from pyro.infer import SVI  # noqa: F401
+
+    from pyro_vae.train import make_svi
+
+    pyro.clear_param_store()
+    config = cfg.load(None, {"model.latent_dim": 3, "model.hidden": [16], **objective})
+    vae = build(config, 12)
+    vae.release_params()
+    svi, optimizer = make_svi(vae, config)
+    elbo = svi.loss.__self__  # SVI keeps the ELBO's bound loss_and_grads
+    svi = svi_class(vae.model, vae.guide, optimizer, loss=elbo)
+    pyro.set_rng_seed(4)
+    x = (torch.rand(40, 12, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    losses = []
+    for i in range(steps):
+        rows = (
+            x[:8] if i % 3 == 0 else x[10:30]
+        )  # two batch shapes, two compiled graphs
+        losses.append(svi.step(rows, torch.tensor(0.5 + i / 10), torch.tensor(1.0)))
+    return elbo, losses, [p.detach().clone() for p in vae.parameters()]
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [{}, {"objective.name": "meanfield"}, {"objective.jit": False}],
+    ids=["trace-jit", "meanfield-jit", "trace-eager"],
+)
+def test_module_svi_steps_exactly_as_pyro_svi(objective):
+    """``ModuleSVI`` (no param-capture trace after its first step, compiled graphs called
+    directly) gives the losses and weights of Pyro's own ``SVI.step``, bit for bit."""
+    from pyro.infer import SVI
+
+    from pyro_vae.train import ModuleSVI
+
+    elbo, fast_losses, fast_params = _svi_run(objective, ModuleSVI)
+    _, slow_losses, slow_params = _svi_run(objective, SVI)
+    assert fast_losses == slow_losses
+    assert all(torch.equal(a, b) for a, b in zip(fast_params, slow_params))
+    if "objective.jit" not in objective:  # the direct path really ran, once per shape
+        assert len(elbo.direct_calls.entries) == 2
+
+
+def test_module_svi_check_catches_a_direct_call_that_loses_the_gradients(monkeypatch):
+    """The net above fails when the direct call hands the graph copies of the parameters
+    (the loss is right, but no gradient reaches the VAE's weights)."""
+    from pyro.infer import SVI
+
+    from pyro_vae import objectives
+    from pyro_vae.train import ModuleSVI
+
+    def call_with_copies(self, key, args):
+        entry = None if key is None else self.entries.get(key)
+        if entry is None:
+            return None
+        graph, names = entry
+        store = objectives.pyro.get_param_store()
+        copies = [store[n].detach().clone().requires_grad_() for n in names]
+        return graph(*copies, *args)
+
+    monkeypatch.setattr(objectives._DirectCalls, "call", call_with_copies)
+    _, fast_losses, fast_params = _svi_run({}, ModuleSVI)
+    monkeypatch.undo()
+    _, slow_losses, slow_params = _svi_run({}, SVI)
+    assert not all(torch.equal(a, b) for a, b in zip(fast_params, slow_params))
+
+
+def test_module_svi_first_step_still_refuses_foreign_parameters():
+    """The first step keeps SVI's param capture, so a parameter outside the VAE is refused."""
+    import pyro
+
+    from pyro_vae.train import ModuleSVI
+
+    config, ds, vae = digits_run()
+    vae.release_params()
+
+    def model(x):
+        pyro.param("stray", torch.zeros(()))
+        return vae.model(x)
+
+    svi = ModuleSVI(model, vae.guide, ModuleOptimizer(vae, 1e-3), loss=_eager_elbo())
+    with pytest.raises(TrainingError, match="not the VAE's parameters"):
+        svi.step(ds.train[:10])
+
+
+def _eager_elbo():
+    from pyro.infer import Trace_ELBO
+
+    return Trace_ELBO(max_plate_nesting=1)
