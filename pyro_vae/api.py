@@ -209,9 +209,13 @@ class Model:
     ) -> MarginalEstimate:
         """Per-row log p(x) by importance sampling with the guide as proposal, with its
         standard error and effective sample size (Burda et al. 2016)."""
-        vae = self._fitted()
+        from .process import prepare_heap
+
+        vae, rows = self._fitted(), self.rows(x)
+        if rows.device.type == "cpu":
+            prepare_heap()
         return log_marginal_likelihood(
-            vae.model, vae.guide, self.rows(x), num_samples=num_samples
+            vae.model, vae.guide, rows, num_samples=num_samples
         )
 
     @torch.no_grad()
