@@ -214,3 +214,22 @@ def test_a_run_trained_on_other_data_than_its_config_names_is_refused(tmp_path, 
     assert main(["evaluate", str(tmp_path / "run"), "--num-samples", "5"]) == 2
     err = capsys.readouterr().err
     assert "does not fit its config" in err and err.count("\n") == 1
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_error(tmp_path):
+    """`pyro-vae list | head -1`: the CLI stops quietly (exit 0, nothing on stderr), where it
+    printed `error: Broken pipe` before."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyro_vae.cli", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away after one line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert err == ""
