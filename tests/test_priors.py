@@ -161,3 +161,53 @@ def test_mixture_of_falls_back_for_other_components():
     z = torch.randn(5, 2)
     one = dist.MultivariateNormal(torch.zeros(2), torch.eye(2))
     torch.testing.assert_close(mixture.log_prob(z), one.log_prob(z))
+
+
+def test_a_prior_registered_from_user_code_trains_and_is_the_model_s_prior(tmp_path):
+    """A user's prior is one registered factory (the decorator the library uses): it is named by
+    the config like a built-in one, the model samples z from it, and fit trains with it.
+    """
+    from torch import nn
+
+    from pyro_vae.data import Dataset
+    from pyro_vae.registry import PRIORS
+    from pyro_vae.train import fit
+
+    class Laplace(nn.Module):
+        def __init__(self, latent_dim: int, scale: float):
+            super().__init__()
+            self.register_buffer("loc", torch.zeros(latent_dim))
+            self.scale = scale
+
+        def forward(self) -> dist.Distribution:
+            return dist.Laplace(self.loc, self.scale).to_event(1)
+
+    @PRIORS.register("user_laplace")
+    def user_laplace(context, scale: float = 0.5) -> nn.Module:
+        """A factorized Laplace prior (a user's part)."""
+        return Laplace(context.arch.latent_dim, scale)
+
+    try:
+        config = cfg.load(
+            None,
+            {
+                "prior.name": "user_laplace",
+                "prior.scale": 0.7,
+                "model.hidden": [16],
+                "model.latent_dim": 3,
+                "train.epochs": 2,
+                "train.batch_size": 6,
+            },
+        )
+        vae = build(config, 10)
+        z = torch.randn(4, 3)
+        expected = torch.distributions.Laplace(0.0, 0.7).log_prob(z).sum(-1)
+        assert torch.allclose(vae.prior().log_prob(z), expected)
+        trace = pyro.poutine.trace(vae.model).get_trace(X)
+        assert isinstance(trace.nodes["z"]["fn"].base_dist, dist.Laplace)
+        metrics = fit(vae, Dataset("mine", X, X[:6], (1, 10)), config, tmp_path / "r")
+        assert len(metrics) == 2 and all(math.isfinite(m["test_elbo"]) for m in metrics)
+        with pytest.raises(ConfigError, match="unknown option 'width'"):
+            cfg.load(None, {"prior.name": "user_laplace", "prior.width": 1.0})
+    finally:
+        del PRIORS._factories["user_laplace"]
