@@ -30,6 +30,7 @@ from . import (
 from .analytic import LinearGaussian
 from .analytic_models import true_model
 from .check_stats import EXACT_TOL, NUM_SE, CheckRow, within_se, within_tol
+from .process import forked_rng
 from .train import resolve_device
 
 __all__ = [
@@ -62,9 +63,8 @@ SUITES: List[Suite] = [
 def _seeded(device: torch.device, seed: int) -> Iterator[None]:
     """Seed torch, Python and NumPy (``fit`` reseeds all three), restoring their states on exit."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
-    cuda = [device.index or 0] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=cuda):
+        with forked_rng(device):
             pyro.set_rng_seed(seed)
             yield
     finally:

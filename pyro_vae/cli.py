@@ -225,7 +225,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return getattr(err, "exit_status", 2)
-    except BrokenPipeError:  # the reader went away (pyro-vae list | head): nothing to report
+    except (
+        BrokenPipeError
+    ):  # the reader went away (pyro-vae list | head): nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as err:  # the environment: a full disk, a file system gone read-only

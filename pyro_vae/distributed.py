@@ -49,6 +49,7 @@ from torch import nn
 
 from . import checkpoint
 from .errors import ConfigError
+from .process import forked_rng
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -281,14 +282,13 @@ def blockwise(
     n = x.shape[0]
     blocks = list(range(0, n, block_size))
     mine = blocks[ctx.rank :: ctx.world_size]
-    devices = [x.device.index or 0] if x.is_cuda else []
     parts: Dict[int, Any] = {}
-    with torch.random.fork_rng(devices=devices):
+    with forked_rng(x):
         for start in mine:
             torch.manual_seed(block_seed(seed, start // block_size))
             parts[start] = estimate(x[start : start + block_size])
     if not parts:  # more ranks than blocks: keep the collective's shapes known
-        with torch.random.fork_rng(devices=devices):
+        with forked_rng(x):
             template = estimate(x[:1])
     else:
         template = next(iter(parts.values()))

@@ -28,7 +28,7 @@ from .marginal import (
     log_marginal_likelihood,
     worth_compiling,
 )
-from .process import prepare_heap
+from .process import forked_rng, prepare_heap
 from .rundir import BEST_FILE, CHECKPOINT_FILE
 from .train import resolve_device
 from .vae import VAE, build
@@ -182,7 +182,7 @@ def evaluate(
             "value": bound.log_marginal.mean().item(),
             "stderr": _mean_stderr(bound.stderr),
         }
-    with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
+    with forked_rng(x):
         torch.manual_seed(seed)
         terms = elbo_terms(vae, x)
         kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)

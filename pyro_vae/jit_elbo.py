@@ -14,7 +14,7 @@ compiled graph is called directly with the parameters' tensors (``_DirectCalls``
 """
 
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import pyro
 import pyro.infer
@@ -22,6 +22,8 @@ import torch
 from pyro.infer import ELBO
 from pyro.ops.jit import _hashable_args_kwargs
 from pyro.poutine.runtime import _PYRO_STACK
+
+from .process import forked_rng
 
 
 def signature(args: tuple) -> Tuple:
@@ -63,21 +65,13 @@ def compiled_once(elbo: ELBO, attr: str, args: tuple, call: Callable[[], Any]) -
     with torch.jit.optimized_execution(False):
         if compiled is not None:
             return call()
-        with torch.random.fork_rng(
-            devices=_cuda_devices(args)
-        ), warnings.catch_warnings():
+        with forked_rng(*args), warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning
             )
             call()
         cache[key] = getattr(elbo, attr)
         return call()
-
-
-def _cuda_devices(args: tuple) -> List[int]:
-    return sorted(
-        {a.device.index or 0 for a in args if torch.is_tensor(a) and a.is_cuda}
-    )
 
 
 def _compiled_graph(compiled_function: Any, args: tuple, kwargs: Dict) -> Any:

@@ -35,6 +35,8 @@ from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine import Trace
 from pyro.poutine.util import is_validation_enabled, site_is_subsample
 
+from .process import forked_rng
+
 PARTICLE_PLATE = "particles"
 # (particle, data point) pairs per chunk when the caller does not say: on the CPU one MNIST image
 # with K = 5000 draws (16 MB per full-size temporary); on a GPU, ten times as many per kernel
@@ -246,8 +248,7 @@ class ChunkWeights:
             lambda x: log_weights(model, guide, k, x, plate=plate),
             ignore_warnings=True,
         )
-        devices = [xb.device.index or 0] if xb.is_cuda else []
-        with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
+        with forked_rng(xb), warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning
             )
@@ -327,7 +328,7 @@ def log_marginal_likelihood(
     batch_size = batch_size or max(1, min(n, max_pairs // min(num_samples, max_pairs)))
     chunk = particle_batch_size or max(1, max_pairs // batch_size)
     if is_validation_enabled():  # one particle per row, in chunks of max_pairs rows
-        with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
+        with forked_rng(x):
             for start in range(0, n, max_pairs):
                 log_weights(model, guide, 1, x[start : start + max_pairs], plate=plate)
     # Results go into one tensor made up front. Keeping three small tensors per row batch

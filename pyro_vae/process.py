@@ -11,7 +11,12 @@ already): it allocates and frees one block just under 32 MB, never touched, so n
 resident. glibc stays adaptive; with other allocators it is a harmless allocation.
 
 ``pyro-vae evaluate`` (``evaluate.evaluate``) calls it before evaluating on the CPU.
+
+``forked_rng`` is the process's other piece of set-up: a block whose draws leave torch's random
+streams (the CPU's and those of the CUDA devices in use) as they were.
 """
+
+from typing import Iterable, List, Union
 
 import torch
 
@@ -26,3 +31,21 @@ def prepare_heap() -> None:
     if not _heap_prepared:
         torch.empty(ADAPTIVE_THRESHOLD_MAX - 2**16, dtype=torch.uint8)  # freed at once
         _heap_prepared = True
+
+
+def cuda_devices(values: Iterable[Union[torch.Tensor, torch.device]]) -> List[int]:
+    """The indices of the CUDA devices that ``values`` (tensors or devices) live on."""
+    devices = (v.device if torch.is_tensor(v) else v for v in values)
+    return sorted(
+        {
+            d.index or 0
+            for d in devices
+            if isinstance(d, torch.device) and d.type == "cuda"
+        }
+    )
+
+
+def forked_rng(*values: Union[torch.Tensor, torch.device]):
+    """``torch.random.fork_rng`` over the CPU and the CUDA devices of ``values``: draws made
+    inside leave every random stream they touch as it was."""
+    return torch.random.fork_rng(devices=cuda_devices(values))

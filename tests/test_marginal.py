@@ -407,3 +407,21 @@ def test_khat_is_nan_when_k_is_too_small_or_not_asked_for(truth, x):
     assert off.khat.isnan().all()
     on = log_marginal_likelihood(vae.model, vae.guide, x, 100)
     assert on.khat.isfinite().all()
+
+
+def test_forked_rng_saves_the_cuda_devices_its_values_live_on():
+    """The device list ``process.forked_rng`` hands to ``torch.random.fork_rng``: the CUDA
+    devices of the tensors and devices given (no GPU needed to name them), nothing for the CPU
+    or for other arguments; and the CPU stream is left as it was."""
+    from pyro_vae.process import cuda_devices, forked_rng
+
+    devices = [torch.device("cuda", 1), torch.device("cuda"), torch.device("cpu")]
+    assert cuda_devices([*devices, torch.zeros(2), 3.0, torch.device("cuda", 1)]) == [
+        0,
+        1,
+    ]
+    assert cuda_devices([torch.zeros(1), 2]) == []
+    before = torch.get_rng_state()
+    with forked_rng(torch.zeros(1)):
+        torch.rand(5)
+    assert torch.equal(torch.get_rng_state(), before)
