@@ -14,7 +14,8 @@ compiled graph is called directly with the parameters' tensors (``_DirectCalls``
 """
 
 import warnings
-from typing import Any, Callable, Dict, Optional, Tuple
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import pyro
 import pyro.infer
@@ -42,6 +43,18 @@ def _describe(arg: Any) -> Tuple:
     return type(arg), arg
 
 
+@contextmanager
+def compiling(*values: Any) -> Iterator[None]:
+    """A block that runs a program once to compile it with ``torch.jit.trace``: its draws leave
+    the random streams of the CPU and of the CUDA devices of ``values`` as they were, and
+    torch's deprecation warning for ``torch.jit.trace`` (torch >= 2.10) is silenced."""
+    with forked_rng(*values), warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning
+        )
+        yield
+
+
 def compiled_once(elbo: ELBO, attr: str, args: tuple, call: Callable[[], Any]) -> Any:
     """Run ``call`` (a Pyro JIT ELBO method that compiles into ``elbo.<attr>`` when it is None)
     with the compiled function kept for ``signature(args)``.
@@ -65,10 +78,7 @@ def compiled_once(elbo: ELBO, attr: str, args: tuple, call: Callable[[], Any]) -
     with torch.jit.optimized_execution(False):
         if compiled is not None:
             return call()
-        with forked_rng(*args), warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning
-            )
+        with compiling(*args):
             call()
         cache[key] = getattr(elbo, attr)
         return call()

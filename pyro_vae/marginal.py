@@ -23,7 +23,6 @@ chunks so that memory stays bounded. Sums run in float64.
 """
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
@@ -35,6 +34,7 @@ from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine import Trace
 from pyro.poutine.util import is_validation_enabled, site_is_subsample
 
+from .jit_elbo import compiling
 from .process import forked_rng
 
 PARTICLE_PLATE = "particles"
@@ -248,10 +248,7 @@ class ChunkWeights:
             lambda x: log_weights(model, guide, k, x, plate=plate),
             ignore_warnings=True,
         )
-        with forked_rng(xb), warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", ".*torch.jit.trace.* is deprecated", DeprecationWarning
-            )
+        with compiling(xb):
             fn(xb)
         return fn
 
