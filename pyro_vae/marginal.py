@@ -52,6 +52,9 @@ KHAT_UNRELIABLE = 0.7  # Pareto k-hat above which a standard error is not to be 
 MIN_TAIL = (
     10  # fewer tail weights than this give no k-hat (NaN), as in Pyro's psis_diagnostic
 )
+KHAT_BLOCK = (
+    256  # rows per batched Pareto fit: (rows, 30 + sqrt(M), M) float64 temporaries
+)
 
 
 @dataclass
@@ -250,7 +253,26 @@ class ChunkWeights:
         )
         with compiling(xb):
             fn(xb)
-        return fn
+        return CompiledChunk(fn)
+
+
+class CompiledChunk:
+    """A chunk's TorchScript graph (from ``pyro.ops.jit.trace``), called with the parameter
+    store's current tensors. Pyro's own call looks each parameter up through ``pyro.param``
+    (constraint transforms, handler messages): ~0.3 ms per chunk, 3% of a 1,000-pair MNIST
+    chunk. The graph's inputs are the parameters named in ``names``, in that order, then x.
+    """
+
+    def __init__(self, fn: "pyro.ops.jit.CompiledFunction"):
+        (self.graph,) = fn.compiled.values()
+        self.names = list(fn._param_names)
+        self.fn = fn
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        store = dict(pyro.get_param_store().named_parameters())
+        if not all(name in store for name in self.names):
+            return self.fn(x)  # a parameter left the store: Pyro's path says which
+        return self.graph(*(store[name] for name in self.names), x)
 
 
 class _Accumulator:
@@ -346,6 +368,10 @@ def log_marginal_likelihood(
         ),
         required=bool(jit),
     )
+    # each row's M + 1 largest log-weights, fitted KHAT_BLOCK rows at a time (one fit per row
+    # batch cost ~10% of a K = 100 evaluation in small fixed costs)
+    top = x.new_empty((keep, n), dtype=torch.float64) if keep else None
+    fitted = 0
     with pyro.validation_enabled(False):
         for start in range(0, n, batch_size):
             xb = x[start : start + batch_size]
@@ -356,6 +382,10 @@ def log_marginal_likelihood(
             for row, values in zip(out, acc.result(num_samples)):
                 row[start : start + batch_size] = values
             if keep:
-                out[3, start : start + batch_size] = pareto_khat(acc.top, num_samples)
+                end = start + xb.shape[0]
+                top[:, start:end] = acc.top
+                if end - fitted >= KHAT_BLOCK or end == n:
+                    out[3, fitted:end] = pareto_khat(top[:, fitted:end], num_samples)
+                    fitted = end
     log_marginal, stderr, ess, khats = out
     return MarginalEstimate(log_marginal, stderr, ess, num_samples, khats)

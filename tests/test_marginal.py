@@ -132,6 +132,43 @@ def test_compiled_chunks_check_catches_a_compile_that_draws_from_the_real_stream
     assert not torch.allclose(compiled.log_marginal, eager.log_marginal)
 
 
+def _compiled_and_eager_after_an_update(truth, x, swap=False):
+    """A chunk compiled, then every parameter changed in place (as an optimizer step or
+    load_state_dict does): the compiled chunk's weights and the eager ones, on the same draws.
+    ``swap`` injects a bug: the guide's loc and scale weights (same shape) fed in each
+    other's place."""
+    vae = linear_vae(truth, "diagonal")
+    weights = marginal.ChunkWeights(vae.model, vae.guide, compile=True, required=True)
+    weights(6, x[:4])
+    (chunk,) = weights.compiled.values()
+    if swap:
+        i, j = (
+            next(k for k, n in enumerate(chunk.names) if n.endswith(suffix))
+            for suffix in ("encoder$$$loc.weight", "encoder$$$raw_scale.weight")
+        )
+        chunk.names[i], chunk.names[j] = chunk.names[j], chunk.names[i]
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    torch.manual_seed(5)
+    compiled = weights(6, x[:4])
+    torch.manual_seed(5)
+    return compiled, log_weights(vae.model, vae.guide, 6, x[:4])
+
+
+def test_compiled_chunks_feed_the_stores_current_parameters_in_the_graphs_order(
+    truth, x
+):
+    compiled, eager = _compiled_and_eager_after_an_update(truth, x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-6, atol=0)
+
+
+def test_compiled_chunk_check_catches_parameters_fed_in_the_wrong_order(truth, x):
+    compiled, eager = _compiled_and_eager_after_an_update(truth, x, swap=True)
+    assert (compiled - eager).abs().max() > 1e-3
+
+
 def test_compiling_is_automatic_from_enough_chunks_and_falls_back_for_untraceable_programs(
     truth, x, monkeypatch
 ):
@@ -307,9 +344,9 @@ def psis_khat(log_w: torch.Tensor) -> float:
     return fit_generalized_pareto(tail.exp() - math.exp(cutoff))[0]
 
 
-def khat_from_recorded_draws(truth, x, monkeypatch):
-    """k-hat from chunked streaming (3 rows, 100 particles per chunk), and from Pyro's procedure
-    on the same draws' full log-weights."""
+def khat_from_recorded_draws(truth, x, monkeypatch, rows=3, batch_size=3):
+    """k-hat from chunked streaming (``batch_size`` rows, 100 particles per chunk), and from
+    Pyro's procedure on the same draws' full log-weights."""
     vae = guide_scaled(truth, 0.5)
     chunks = []
 
@@ -321,19 +358,45 @@ def khat_from_recorded_draws(truth, x, monkeypatch):
     estimate = log_marginal_likelihood(
         vae.model,
         vae.guide,
-        x[:3],
+        x[:rows],
         num_samples=700,
-        batch_size=3,
+        batch_size=batch_size,
         particle_batch_size=100,
     )
-    full = torch.cat(chunks[1:])  # the first call is the one-particle validation pass
-    assert full.shape == (700, 3)
-    return estimate.khat, torch.tensor([psis_khat(full[:, i]) for i in range(3)])
+    per_batch = [torch.cat(chunks[i : i + 7]) for i in range(1, len(chunks), 7)]
+    full = torch.cat(
+        per_batch, dim=1
+    )  # the first call was the one-particle validation pass
+    assert full.shape == (700, rows)
+    return estimate.khat, torch.tensor([psis_khat(full[:, i]) for i in range(rows)])
 
 
 def test_streamed_khat_is_pyros_khat_of_all_the_weights(truth, x, monkeypatch):
     streamed, reference = khat_from_recorded_draws(truth, x, monkeypatch)
     torch.testing.assert_close(streamed, reference.double(), rtol=0, atol=1e-6)
+
+
+def test_khat_fitted_in_blocks_across_row_batches_is_each_rows_own(
+    truth, x, monkeypatch
+):
+    """Row batches of 3 and fits every 4 rows or more: blocks [0, 6), [6, 10) straddle the
+    batches, and each row's k-hat is still Pyro's on that row's own weights."""
+    monkeypatch.setattr(marginal, "KHAT_BLOCK", 4)
+    streamed, reference = khat_from_recorded_draws(truth, x, monkeypatch, rows=10)
+    torch.testing.assert_close(streamed, reference.double(), rtol=0, atol=1e-6)
+
+
+def test_khat_block_check_catches_tails_written_to_the_wrong_rows(
+    truth, x, monkeypatch
+):
+    """Injected bug: each block is fitted on the tails of the rows before it."""
+    monkeypatch.setattr(marginal, "KHAT_BLOCK", 4)
+    fit = marginal.pareto_khat
+    monkeypatch.setattr(
+        marginal, "pareto_khat", lambda top, k: fit(top.roll(1, dims=1), k)
+    )
+    streamed, reference = khat_from_recorded_draws(truth, x, monkeypatch, rows=10)
+    assert (streamed - reference).abs().max() > 0.01, (streamed, reference)
 
 
 def test_streamed_khat_check_catches_a_tail_kept_from_the_last_chunk_only(
