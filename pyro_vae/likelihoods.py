@@ -72,11 +72,16 @@ class BernoulliPixels(dist.Independent):
             self._validate_sample(value)
         logits = self.base_dist.logits
         if not torch.is_grad_enabled():
-            softplus = torch.logaddexp(logits, logits.new_zeros(()))
-            return _dot(logits, value) - softplus.sum(-1)
+            return _dot(logits, value) - F.softplus(
+                logits, threshold=SOFTPLUS_LINEAR
+            ).sum(-1)
         logits, value = torch.broadcast_tensors(logits, value)
         bce = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
         return -(bce.sum(-1))
+
+
+# softplus(l) = l beyond this logit; the rest, log1p(exp(-l)) < 4e-18, is below float64's rounding
+SOFTPLUS_LINEAR = 40.0
 
 
 def _dot(logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
