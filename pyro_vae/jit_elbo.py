@@ -15,7 +15,7 @@ compiled graph is called directly with the parameters' tensors (``_DirectCalls``
 
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import pyro
 import pyro.infer
@@ -93,6 +93,19 @@ def _compiled_graph(compiled_function: Any, args: tuple, kwargs: Dict) -> Any:
     return graph, tuple(compiled_function._param_names)
 
 
+def call_with_store_params(graph: Any, names: Sequence[str], args: tuple) -> Any:
+    """A traced graph whose inputs are the parameters ``names`` then ``args``, called with the
+    param store's current (unconstrained) tensors: what Pyro's ``CompiledFunction`` passes,
+    without its ``pyro.param`` lookups. None when a parameter left the store."""
+    store = pyro.get_param_store()._params  # name -> unconstrained tensor
+    try:
+        params = [store[name] for name in names]
+    except KeyError:
+        return None
+    with torch.jit.optimized_execution(False):
+        return graph(*params, *args)
+
+
 class _DirectCalls:
     """Calls of a compiled ELBO without Pyro's per-call plumbing, where that plumbing does
     nothing.
@@ -119,15 +132,10 @@ class _DirectCalls:
         entry = None if key is None else self.entries.get(key)
         if entry is None:
             return None
-        graph, names = entry
-        store = pyro.get_param_store()._params  # name -> unconstrained tensor
-        try:
-            params = [store[name] for name in names]
-        except KeyError:
+        result = call_with_store_params(*entry, args)
+        if result is None:
             del self.entries[key]
-            return None
-        with torch.jit.optimized_execution(False):
-            return graph(*params, *args)
+        return result
 
     def remember(self, key: Optional[Tuple], compiled_function: Any, args, kwargs):
         if key is not None and compiled_function is not None:

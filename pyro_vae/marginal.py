@@ -34,7 +34,7 @@ from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine import Trace
 from pyro.poutine.util import is_validation_enabled, site_is_subsample
 
-from .jit_elbo import compiling
+from .jit_elbo import call_with_store_params, compiling
 from .process import forked_rng
 
 PARTICLE_PLATE = "particles"
@@ -258,10 +258,10 @@ class ChunkWeights:
 
 class CompiledChunk:
     """A chunk's TorchScript graph (from ``pyro.ops.jit.trace``), called with the parameter
-    store's current tensors. Pyro's own call looks each parameter up through ``pyro.param``
-    (constraint transforms, handler messages): ~0.3 ms per chunk, 3% of a 1,000-pair MNIST
-    chunk. The graph's inputs are the parameters named in ``names``, in that order, then x.
-    """
+    store's current tensors (``jit_elbo.call_with_store_params``). Pyro's own call looks each
+    parameter up through ``pyro.param`` (constraint transforms, handler messages): ~0.3 ms per
+    chunk, 3% of a 1,000-pair MNIST chunk. The graph's inputs are the parameters named in
+    ``names``, in that order, then x."""
 
     def __init__(self, fn: "pyro.ops.jit.CompiledFunction"):
         (self.graph,) = fn.compiled.values()
@@ -269,10 +269,10 @@ class CompiledChunk:
         self.fn = fn
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        store = dict(pyro.get_param_store().named_parameters())
-        if not all(name in store for name in self.names):
-            return self.fn(x)  # a parameter left the store: Pyro's path says which
-        return self.graph(*(store[name] for name in self.names), x)
+        result = call_with_store_params(self.graph, self.names, (x,))
+        return (
+            self.fn(x) if result is None else result
+        )  # Pyro's path names what is missing
 
 
 class _Accumulator:
