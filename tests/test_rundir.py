@@ -320,6 +320,9 @@ def test_orphaned_temporaries_are_removed_and_a_finished_run_is_repaired(
 
 
 def _cli(args, cwd):
+    """The CLI in a child process with SIGINT at its default disposition, as a terminal starts
+    it (a shell's background job, such as a suite run with `&`, inherits SIGINT ignored, and
+    Python then leaves it ignored)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     return subprocess.Popen(
         [sys.executable, "-m", "pyro_vae.cli", *args],
@@ -328,6 +331,7 @@ def _cli(args, cwd):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -341,6 +345,7 @@ def test_a_signal_mid_run_stops_cleanly_and_says_how_to_resume(tmp_path, signum)
     while not (run / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum
