@@ -32,6 +32,17 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mnist_nll.json"
 
 
+# copied from evaluation.json into each row: how far to trust the SE, and I(x; z) under q
+DIAGNOSTICS = (
+    "khat_max",
+    "khat_mean",
+    "khat_frac_above_0.7",
+    "mutual_information",
+    "mutual_information_stderr",
+    "mutual_information_points",
+)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,6 +135,7 @@ def main() -> None:
         "test_elbo": result["elbo"],
         "kl": result["kl"],
         "active_units": result["active_units"],
+        **{k: result.get(k) for k in DIAGNOSTICS},
         "num_samples": args.num_samples,
         "test_images": (
             result["n"]
