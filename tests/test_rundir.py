@@ -335,12 +335,29 @@ def _cli(args, cwd):
     )
 
 
+@pytest.fixture
+def cli():
+    """``_cli``, with any child still running at the end of the test killed (a failed
+    signal test would otherwise leave it training)."""
+    children = []
+
+    def launch(args, cwd):
+        children.append(_cli(args, cwd))
+        return children[-1]
+
+    yield launch
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_mid_run_stops_cleanly_and_says_how_to_resume(tmp_path, signum):
+def test_a_signal_mid_run_stops_cleanly_and_says_how_to_resume(tmp_path, signum, cli):
     run = tmp_path / "run"
     args = ["train", "--epochs", "200", "--latent-dim", "2", "--no-progress"]
-    proc = _cli([*args, "--out", str(run)], tmp_path)
+    proc = cli([*args, "--out", str(run)], tmp_path)
     deadline = time.time() + 120
     while not (run / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -359,8 +376,8 @@ def test_a_signal_mid_run_stops_cleanly_and_says_how_to_resume(tmp_path, signum)
 
 
 @pytest.mark.slow
-def test_sigint_while_starting_is_one_line(tmp_path):
-    proc = _cli(["train", "--epochs", "1", "--out", str(tmp_path / "r")], tmp_path)
+def test_sigint_while_starting_is_one_line(tmp_path, cli):
+    proc = cli(["train", "--epochs", "1", "--out", str(tmp_path / "r")], tmp_path)
     time.sleep(0.4)  # torch is still importing
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
