@@ -84,7 +84,7 @@ def compiled_once(elbo: ELBO, attr: str, args: tuple, call: Callable[[], Any]) -
         return call()
 
 
-def _compiled_graph(compiled_function: Any, args: tuple, kwargs: Dict) -> Any:
+def compiled_graph(compiled_function: Any, args: tuple, kwargs: Dict) -> Any:
     """The traced graph and parameter names that Pyro's ``CompiledFunction`` keeps for these
     arguments, as ``(graph, names)``, or None."""
     graph = compiled_function.compiled.get(_hashable_args_kwargs(args, kwargs))
@@ -139,7 +139,7 @@ class _DirectCalls:
 
     def remember(self, key: Optional[Tuple], compiled_function: Any, args, kwargs):
         if key is not None and compiled_function is not None:
-            entry = _compiled_graph(compiled_function, args, kwargs)
+            entry = compiled_graph(compiled_function, args, kwargs)
             if entry is not None:
                 self.entries[key] = entry
 

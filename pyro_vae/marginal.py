@@ -34,7 +34,7 @@ from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine import Trace
 from pyro.poutine.util import is_validation_enabled, site_is_subsample
 
-from .jit_elbo import call_with_store_params, compiling
+from .jit_elbo import call_with_store_params, compiled_graph, compiling
 from .process import forked_rng
 
 PARTICLE_PLATE = "particles"
@@ -253,7 +253,7 @@ class ChunkWeights:
         )
         with compiling(xb):
             fn(xb)
-        return CompiledChunk(fn)
+        return CompiledChunk(fn, xb)
 
 
 class CompiledChunk:
@@ -263,9 +263,9 @@ class CompiledChunk:
     chunk, 3% of a 1,000-pair MNIST chunk. The graph's inputs are the parameters named in
     ``names``, in that order, then x."""
 
-    def __init__(self, fn: "pyro.ops.jit.CompiledFunction"):
-        (self.graph,) = fn.compiled.values()
-        self.names = list(fn._param_names)
+    def __init__(self, fn: "pyro.ops.jit.CompiledFunction", x: torch.Tensor):
+        self.graph, names = compiled_graph(fn, (x,), {})
+        self.names = list(names)
         self.fn = fn
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
