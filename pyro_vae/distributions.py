@@ -1,10 +1,14 @@
-"""Two densities the library computes itself, because torch's versions are wrong or slow for it.
+"""Densities the library computes itself, because torch's versions are wrong or slow for it.
 
 - :class:`ContinuousBernoulliLogits`: the continuous Bernoulli on logits, exact at any logit
   (torch's clamps its probabilities, so at |l| > ~16 in float32 its density no longer
   integrates to one and its normaliser has no gradient).
 - :class:`DiagonalNormalMixture`: a mixture of diagonal Gaussians whose log-density is a few
   matrix products instead of element-wise work on (N, K, D) tensors.
+- :class:`ReparameterizedNormal` and :class:`UnitNormal`: torch's Normal with fewer operations
+  per training step where the density has a shorter exact form (at the distribution's own
+  reparameterized draw; with location 0 and scale 1). At batch 10 a training step is a few
+  hundred operations on small tensors, so their count, not their size, sets its time.
 """
 
 import math
@@ -16,6 +20,7 @@ from torch.distributions import constraints
 
 LOG_2 = math.log(2.0)
 LOG_2PI = math.log(2.0 * math.pi)
+HALF_LOG_2PI = 0.5 * LOG_2PI
 SERIES_BELOW = 0.1  # |l| below which the Taylor series replace the closed forms
 ACCUMULATE = (
     torch.float64
@@ -147,6 +152,58 @@ class ContinuousBernoulliLogits(dist.ContinuousBernoulli):
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
+
+
+class ReparameterizedNormal(dist.Normal):
+    """``pyro.distributions.Normal`` whose log density at its own reparameterized draw
+    z = loc + scale * eps (the last ``rsample``) is computed from eps,
+
+        log N(z; loc, scale) = -eps^2 / 2 - log scale - log(2 pi) / 2,
+
+    the same function of (loc, scale, eps) as the general formula, so the same value and the
+    same gradients, in a third of the operations forward and backward (what the guide's site
+    costs ``Trace_ELBO``: log q(z | x) at the z it drew). Any other value, or a draw from
+    ``sample``, takes torch's general formula. The numbers drawn are eager ``Normal.rsample``'s
+    (``randn``, traced or not). At its own draw the result is a function of loc and scale
+    alone: differentiate it with respect to them (as an ELBO does), not with respect to z (the
+    DReG estimator in objectives.py evaluates q at a detached copy of z, so the general formula).
+    """
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
+        z = self.loc + eps * self.scale
+        self._draw = (z, eps)
+        return z
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        draw = self.__dict__.get("_draw")
+        if draw is None or value is not draw[0]:
+            return super().log_prob(value)
+        if self._validate_args:
+            self._validate_sample(value)
+        return -0.5 * draw[1].pow(2) - self.scale.log() - HALF_LOG_2PI
+
+
+class UnitNormal(dist.Normal):
+    """N(0, 1) in every coordinate, shaped, typed and placed like ``like``: log density
+    -z^2 / 2 - log(2 pi) / 2 (3 operations instead of torch's 9; the N(0, I) prior's site).
+    Location and scale are real tensors (zeros and ones), so sampling, KL divergences and
+    everything else are torch's Normal's."""
+
+    def __init__(self, like: torch.Tensor, validate_args=None):
+        super().__init__(
+            torch.zeros_like(like), torch.ones_like(like), validate_args=validate_args
+        )
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(UnitNormal, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return -0.5 * value.pow(2) - HALF_LOG_2PI
 
 
 class DiagonalNormalMixture(dist.TorchDistribution):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import flow_widths
+from .distributions import ReparameterizedNormal
 from .errors import ConfigError
 from .networks import Architecture
 from .registry import GUIDES
@@ -32,7 +33,7 @@ class DiagonalGuide(nn.Module):
         self.raw_scale = nn.Linear(arch.feature_dim, arch.latent_dim)
 
     def gaussian_from_features(self, h: torch.Tensor) -> dist.Distribution:
-        return dist.Normal(
+        return ReparameterizedNormal(
             self.loc(h), F.softplus(self.raw_scale(h)) + MIN_SCALE
         ).to_event(1)
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import flow_widths
-from .distributions import DiagonalNormalMixture, ExpandedMixture
+from .distributions import DiagonalNormalMixture, ExpandedMixture, UnitNormal
 from .errors import ConfigError
 from .guides import zero_last_layer
 from .networks import Architecture
@@ -47,7 +47,7 @@ def mixture_of(
     base = getattr(components, "base_dist", None)
     if (
         isinstance(components, dist.Independent)
-        and type(base) in (dist.Normal, torch.distributions.Normal)
+        and isinstance(base, torch.distributions.Normal)
         and components.reinterpreted_batch_ndims == 1
         and base.loc.dim() == 2
     ):
@@ -60,10 +60,10 @@ class StandardNormal(nn.Module):
     def __init__(self, latent_dim: int):
         super().__init__()
         self.register_buffer("loc", torch.zeros(latent_dim))
-        self.register_buffer("scale", torch.ones(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))  # in every checkpoint
 
     def forward(self) -> dist.Distribution:
-        return dist.Normal(self.loc, self.scale).to_event(1)
+        return UnitNormal(self.loc).to_event(1)  # loc: the latent's shape, dtype, device
 
 
 class LearnedNormal(nn.Module):

@@ -220,3 +220,88 @@ def test_diagonal_mixture_samples_have_the_mixture_moments():
     assert ((z.mean(0) - ours.mean).abs() < 4 * se).all()
     # under a plate the mixture is expanded like any Pyro distribution
     assert ours.expand((6,)).log_prob(z[:6]).shape == (6,)
+
+
+# ---- the Normals with fewer operations --------------------------------------------------------
+
+
+def _reference_log_q_and_grads(loc, scale, log_prob):
+    """log N(z; loc, scale) at a reparameterized draw z = loc + scale eps, and its gradients with
+    respect to loc and scale, as ``log_prob(distribution, z)`` computes them."""
+    loc, scale = loc.clone().requires_grad_(), scale.clone().requires_grad_()
+    d = D.ReparameterizedNormal(loc, scale)
+    torch.manual_seed(7)
+    z = d.rsample((3,))
+    value = log_prob(d, z)
+    grads = torch.autograd.grad(value.sum(), (loc, scale), allow_unused=True)
+    return (value, *(torch.zeros_like(loc) if g is None else g for g in grads))
+
+
+def _torch_general(d, z):
+    return torch.distributions.Normal(d.loc, d.scale).log_prob(z)
+
+
+def _matches_torch(log_prob) -> bool:
+    loc = torch.tensor([[0.3, -2.0, 5.0]], dtype=torch.float64)
+    scale = torch.tensor([[0.01, 1.0, 7.5]], dtype=torch.float64)
+    ours = _reference_log_q_and_grads(loc, scale, log_prob)
+    theirs = _reference_log_q_and_grads(loc, scale, _torch_general)
+    return all(
+        torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(ours, theirs)
+    )
+
+
+def test_reparameterized_normal_at_its_draw_equals_torchs_density_and_gradients():
+    """At its own draw the eps form gives torch's log density and the same total gradients
+    with respect to loc and scale (the path through z included); elsewhere it is torch's.
+    """
+    assert _matches_torch(lambda d, z: d.log_prob(z))
+    d = D.ReparameterizedNormal(torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.1]))
+    z = d.rsample((4,))
+    other = z.detach() + 0.25  # not the draw: torch's general formula
+    assert torch.equal(d.log_prob(other), _torch_general(d, other))
+    assert d.log_prob(z).shape == z.shape
+    expanded = d.expand((5, 2))  # Pyro's plates expand: the copy keeps the fast path
+    assert type(expanded) is D.ReparameterizedNormal
+    w = expanded.rsample()
+    assert torch.allclose(expanded.log_prob(w), _torch_general(expanded, w))
+
+
+def test_the_density_check_catches_a_wrong_log_scale_term_or_a_stale_eps():
+    def log_scale_with_the_wrong_sign(d, z):
+        return -0.5 * d._draw[1].pow(2) + d.scale.log() - D.HALF_LOG_2PI
+
+    def eps_from_a_stale_draw(
+        d, z
+    ):  # the eps of another draw: wrong value, right shape
+        return -0.5 * d._draw[1].roll(1, -1).pow(2) - d.scale.log() - D.HALF_LOG_2PI
+
+    assert not _matches_torch(log_scale_with_the_wrong_sign)
+    assert not _matches_torch(eps_from_a_stale_draw)
+
+
+def test_reparameterized_normal_draws_eager_normal_rsamples_numbers():
+    loc, scale = torch.randn(6, 4), torch.rand(6, 4) + 0.1
+    torch.manual_seed(3)
+    ours = D.ReparameterizedNormal(loc, scale).rsample((2,))
+    torch.manual_seed(3)
+    theirs = torch.distributions.Normal(loc, scale).rsample((2,))
+    assert torch.equal(ours, theirs)
+
+
+def test_unit_normal_is_the_standard_normal_in_every_method():
+    like = torch.zeros(3, 5, dtype=torch.float64)
+    ours, theirs = D.UnitNormal(like), torch.distributions.Normal(like, like + 1)
+    z = torch.linspace(-30, 30, 15, dtype=torch.float64).reshape(3, 5)
+    assert torch.allclose(ours.log_prob(z), theirs.log_prob(z), rtol=1e-14, atol=0)
+    q = dist.Normal(
+        torch.randn(3, 5, dtype=torch.float64),
+        torch.rand(3, 5, dtype=torch.float64) + 0.5,
+    )
+    kl = torch.distributions.kl_divergence(q.to_event(1), ours.to_event(1))
+    exact = 0.5 * (q.scale**2 + q.loc**2 - 1 - 2 * q.scale.log()).sum(-1)
+    assert torch.allclose(kl, exact, rtol=1e-14, atol=0)
+    expanded = ours.expand((4, 3, 5))
+    assert type(expanded) is D.UnitNormal and expanded.batch_shape == (4, 3, 5)
+    assert torch.allclose(expanded.log_prob(z), theirs.log_prob(z).expand(4, 3, 5))
+    assert ours.mean.dtype == torch.float64 and torch.equal(ours.stddev, like + 1)
