@@ -81,7 +81,9 @@ class ModuleOptimizer(pyro.optim.PyroOptim):
         )
 
     def __call__(self, params, *args, **kwargs) -> None:
-        unknown = [p for p in params if p not in self.known]
+        unknown = (
+            [] if params is self.params else [p for p in params if p not in self.known]
+        )
         if unknown:
             raise TrainingError(
                 f"{len(unknown)} parameter(s) seen by SVI are not the VAE's parameters; "
