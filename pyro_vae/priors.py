@@ -63,7 +63,8 @@ class StandardNormal(nn.Module):
         self.register_buffer("scale", torch.ones(latent_dim))  # in every checkpoint
 
     def forward(self) -> dist.Distribution:
-        return UnitNormal(self.loc).to_event(1)  # loc: the latent's shape, dtype, device
+        # loc gives the latent's shape, dtype and device
+        return UnitNormal(self.loc).to_event(1)
 
 
 class LearnedNormal(nn.Module):
