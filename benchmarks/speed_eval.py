@@ -28,6 +28,10 @@ image) pairs per chunk. Two comparisons:
   ``prepare_heap``.
 
     python benchmarks/speed_eval.py --quick --json benchmarks/results/speed_eval_cpu.json
+
+``--chunk-costs`` instead measures what ``marginal.worth_compiling`` is fitted to: one chunk's
+time eager and compiled (``marginal.ChunkWeights``, validation off as in
+``log_marginal_likelihood``), interleaved, and the compilation's time, at several chunk shapes.
 """
 
 import argparse
@@ -56,7 +60,11 @@ from speed_train import (  # noqa: E402,E501
 )
 
 from pyro_vae import config as config_module  # noqa: E402
-from pyro_vae.marginal import default_max_pairs, log_marginal_likelihood  # noqa: E402
+from pyro_vae.marginal import (  # noqa: E402
+    ChunkWeights,
+    default_max_pairs,
+    log_marginal_likelihood,
+)
 from pyro_vae.process import prepare_heap  # noqa: E402
 from pyro_vae.vae import VAE, build  # noqa: E402
 
@@ -296,6 +304,54 @@ def status_kib(field: str) -> int:
     return int(line.split()[1])
 
 
+CHUNK_SHAPES = [(1, 1), (100, 1), (100, 10), (1000, 1), (100, 25), (2500, 1), (5000, 1)]
+
+
+def chunk_costs(rounds: int) -> List[Dict]:
+    """Per chunk shape (K, rows): eager and compiled ms per chunk (median of interleaved
+    rounds, CPU time), the compilation's ms, and the chunks that repay it."""
+    device = torch.device("cpu")
+    vae = make_vae(device)
+    out = []
+    with pyro.validation_enabled(False):
+        for k, rows in CHUNK_SHAPES:
+            x = images(rows, device)
+            eager = ChunkWeights(vae.model, vae.guide, compile=False)
+            compiled = ChunkWeights(vae.model, vae.guide, compile=True, required=True)
+            began = time.process_time()
+            compiled(k, x)  # compiles, then evaluates once
+            compile_ms = (time.process_time() - began) * 1e3
+            calls = max(3, 2000 // (k * rows))
+            ms: Dict[str, List[float]] = {"eager": [], "compiled": []}
+            for r in range(rounds):
+                for name in (
+                    ("eager", "compiled") if r % 2 == 0 else ("compiled", "eager")
+                ):
+                    fn = eager if name == "eager" else compiled
+                    began = time.process_time()
+                    for _ in range(calls):
+                        fn(k, x)
+                    ms[name].append((time.process_time() - began) / calls * 1e3)
+            e, c = statistics.median(ms["eager"]), statistics.median(ms["compiled"])
+            row = {
+                "num_samples": k,
+                "rows": rows,
+                "pairs": k * rows,
+                "eager_ms": e,
+                "compiled_ms": c,
+                "compile_ms": compile_ms,
+                "break_even_chunks": compile_ms / (e - c) if e > c else None,
+            }
+            out.append(row)
+            print(
+                f"pairs {k * rows:5d} (K {k}, rows {rows}): eager {e:.3f} ms, compiled "
+                f"{c:.3f} ms per chunk; compiling {compile_ms:.0f} ms, repaid after "
+                f"{row['break_even_chunks'] or float('inf'):.0f} chunks",
+                flush=True,
+            )
+    return out
+
+
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -332,7 +388,17 @@ def main(argv=None) -> Dict:
         help="also compare library and plain sampler in one process at these chunk budgets "
         "((particle, image) pairs per chunk)",
     )
+    parser.add_argument(
+        "--chunk-costs",
+        action="store_true",
+        help="only measure one chunk eager and compiled, and compiling, at several shapes",
+    )
     args = parser.parse_args(argv)
+    if args.chunk_costs:
+        chosen_devices(parser, args)  # applies --threads; chunk costs are the CPU's
+        prepare_heap()
+        rows = chunk_costs(args.rounds or (3 if args.quick else 8))
+        return finish({"chunk_costs": rows}, args, argv)
     devices = chosen_devices(parser, args)
     n = args.images or (30 if args.quick else 100)
     rounds = args.rounds or (2 if args.quick else 5)

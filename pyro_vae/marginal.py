@@ -183,11 +183,13 @@ def trace_log_weights(
     )
 
 
-# When compiling pays (measured on the CPU, 784-200-200-50 net): it saves ~0.5 ms per chunk
-# (the Python of tracing and replaying) and costs ~40 ms plus three chunks' evaluations, about
-# 9 us per (particle, row) pair each. Break-even: 80 chunks plus one per 20 pairs of a chunk.
-MIN_CHUNKS_TO_COMPILE = 80
-PAIRS_PER_EXTRA_CHUNK = 20
+# When compiling pays (CPU, 784-200-200-50 net, one thread; `python benchmarks/speed_eval.py
+# --chunk-costs --threads 1`): a compiled chunk saves 0.7-2.7 ms (the Python of tracing and
+# replaying the programs, and their bookkeeping ops) and compiling costs 25-200 ms, growing with
+# the chunk: repaid after 48 chunks of 1 pair, 25-37 of 100-1,000 pairs, 47-59 of 2,500 and 74
+# of 5,000. Rule: 48 chunks plus one per 200 pairs of a chunk.
+MIN_CHUNKS_TO_COMPILE = 48
+PAIRS_PER_EXTRA_CHUNK = 200
 
 
 def worth_compiling(chunks: int, chunk_pairs: int, dtype: torch.dtype) -> bool:

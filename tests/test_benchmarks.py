@@ -66,3 +66,18 @@ def test_speed_parts_quick_writes_a_ratio_for_every_part(tmp_path):
     assert set(written["train"]) == set(parts)
     ratios = list(written["train"].values()) + list(written["eval"].values())
     assert all(math.isfinite(r) and r > 0 for r in ratios)
+
+
+def test_speed_eval_chunk_costs_measure_each_shape_eager_and_compiled(tmp_path):
+    path = tmp_path / "chunks.json"
+    summary = speed_eval.main(["--chunk-costs", "--rounds", "1", "--json", str(path)])
+    rows = json.loads(path.read_text())["chunk_costs"]
+    assert rows == summary["chunk_costs"]
+    assert [(r["num_samples"], r["rows"]) for r in rows] == speed_eval.CHUNK_SHAPES
+    for r in rows:
+        assert r["pairs"] == r["num_samples"] * r["rows"]
+        assert r["eager_ms"] > 0 and r["compiled_ms"] > 0 and r["compile_ms"] > 0
+        repaid = r["break_even_chunks"]
+        assert repaid is None or repaid == r["compile_ms"] / (
+            r["eager_ms"] - r["compiled_ms"]
+        )

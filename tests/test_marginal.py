@@ -188,8 +188,10 @@ def test_compiling_is_automatic_from_enough_chunks_and_falls_back_for_untraceabl
     log_marginal_likelihood(vae.model, vae.guide, x32[:4], 2500, max_pairs=100)  # 100
     assert [w.compile for w in made] == [False, True]
     assert not marginal.worth_compiling(10**6, 100, torch.float64)  # float64: eager
-    assert marginal.worth_compiling(330, 5000, torch.float32)
-    assert not marginal.worth_compiling(329, 5000, torch.float32)
+    assert marginal.worth_compiling(73, 5000, torch.float32)
+    assert not marginal.worth_compiling(72, 5000, torch.float32)
+    assert marginal.worth_compiling(48, 1, torch.float32)
+    assert not marginal.worth_compiling(47, 1, torch.float32)
     assert len(made[1].compiled) == 1
 
     def data_dependent_guide(x):  # Python control flow on a value: not traceable
