@@ -14,6 +14,11 @@ initial weights, with Adam at the same learning rate. Two plain-PyTorch baseline
 - ``torch``: Adam as a plain PyTorch VAE writes it, ``torch.optim.Adam(model.parameters(),
   lr=1e-3)`` with torch's default implementation (``ratio_vs_torch``).
 
+With ``--attribution`` three more library steppers run, compiled with torch's Normal for the
+guide and the N(0, I) prior instead of ``distributions.ReparameterizedNormal``/``UnitNormal``
+(``library_torch_densities``), without ``jit_elbo.specialized`` (``library_unspecialized``), or
+both (``library_neither``): what each change contributes.
+
 All run in one process in interleaved rounds (their order alternates), so background load on a
 shared machine hits them alike. Each round's time is the process's CPU time
 (``time.process_time``; use ``--threads 1`` so that it is one core's work) on the CPU and wall
@@ -37,11 +42,13 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import pyro
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pyro_vae import config as config_module
+from pyro_vae import guides, jit_elbo, priors
 from pyro_vae.train import (
     adam_implementation,
     epoch_order,
@@ -110,6 +117,28 @@ def library_stepper(
         return loss
 
     step.vae = vae  # type: ignore[attr-defined]
+    step.svi = svi  # type: ignore[attr-defined]
+    return step
+
+
+def library_variant(
+    device: torch.device, batch: int, densities: bool, specialize: bool
+) -> Callable[[int], float]:
+    """``library_stepper`` compiled with torch's Normal for the guide and the N(0, I) prior
+    (``densities=False``) and/or without ``jit_elbo.specialized`` (``specialize=False``): its
+    first steps (which compile and keep the graph) run with those parts swapped back."""
+    saved = (guides.ReparameterizedNormal, priors.UnitNormal, jit_elbo.specialized)
+    try:
+        if not densities:
+            guides.ReparameterizedNormal = dist.Normal
+            priors.UnitNormal = lambda like: dist.Normal(like, torch.ones_like(like))
+        if not specialize:
+            jit_elbo.specialized = lambda traced: traced
+        step = library_stepper(device, batch)
+        for i in range(3):  # compile, then keep the directly called graph
+            step(i)
+    finally:
+        guides.ReparameterizedNormal, priors.UnitNormal, jit_elbo.specialized = saved
     return step
 
 
@@ -163,7 +192,13 @@ def _sync(device: torch.device) -> None:
 
 
 def compare(
-    device: torch.device, batch: int, rounds: int, steps: int, warmup: int, eager: bool
+    device: torch.device,
+    batch: int,
+    rounds: int,
+    steps: int,
+    warmup: int,
+    eager: bool,
+    attribution: bool = False,
 ) -> Dict:
     """Interleaved rounds of ``steps`` steps each; per-implementation steps/s and per-round ratios."""
     pyro.clear_param_store()
@@ -176,6 +211,9 @@ def compare(
     }
     if eager:
         impls["library_eager"] = library_stepper(device, batch, jit=False)
+    if attribution:
+        for name, densities, specialize in ATTRIBUTION:
+            impls[name] = library_variant(device, batch, densities, specialize)
     counters = {name: 0 for name in impls}
     rates: Dict[str, List[float]] = {name: [] for name in impls}
     clock = time.perf_counter if device.type == "cuda" else time.process_time
@@ -212,6 +250,13 @@ def compare(
             **_ratios("ratio_vs_torch", rates[name], rates["torch"]),
         }
     return out
+
+
+ATTRIBUTION = [  # (name, library densities, specialized graph)
+    ("library_torch_densities", False, True),
+    ("library_unspecialized", True, False),
+    ("library_neither", False, False),
+]
 
 
 def _ratios(label: str, rates: List[float], baseline: List[float]) -> Dict[str, float]:
@@ -316,6 +361,11 @@ def main(argv=None) -> Dict:
         action="store_true",
         help="skip the library with objective.jit = false",
     )
+    parser.add_argument(
+        "--attribution",
+        action="store_true",
+        help="also the library without its densities, its graph specialization, or both",
+    )
     args = parser.parse_args(argv)
     devices = chosen_devices(parser, args)
     rounds = args.rounds or (5 if args.quick else 21)
@@ -335,13 +385,14 @@ def main(argv=None) -> Dict:
                 steps,
                 warmup=max(5, steps // 2),
                 eager=not args.no_eager,
+                attribution=args.attribution,
             )
             results.append(result)
             line = "  ".join(
                 f"{name} {result[name]['ms_per_step']:7.3f} ms "
                 f"({result[name]['ratio_vs_torch_same_optimizer']:.3f}x same-Adam, "
                 f"{result[name]['ratio_vs_torch']:.3f}x torch)"
-                for name in ("library", "library_eager")
+                for name in ("library", "library_eager", *(a[0] for a in ATTRIBUTION))
                 if name in result
             )
             print(f"{device.type:4s} batch {batch:5d}: {line}", flush=True)
