@@ -161,8 +161,9 @@ class ReparameterizedNormal(dist.Normal):
         log N(z; loc, scale) = -eps^2 / 2 - log scale - log(2 pi) / 2,
 
     the same function of (loc, scale, eps) as the general formula, so the same value and the
-    same gradients, in a third of the operations forward and backward (what the guide's site
-    costs ``Trace_ELBO``: log q(z | x) at the z it drew). Any other value, or a draw from
+    same gradients, in five operations instead of nine, three of which take part in the
+    backward pass instead of nine (eps carries no gradient): what the guide's site costs
+    ``Trace_ELBO``, log q(z | x) at the z it drew. Any other value, or a draw from
     ``sample``, takes torch's general formula. The numbers drawn are eager ``Normal.rsample``'s
     (``randn``, traced or not). At its own draw the result is a function of loc and scale
     alone: differentiate it with respect to them (as an ELBO does), not with respect to z (the
