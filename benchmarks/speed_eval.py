@@ -322,12 +322,10 @@ def chunk_costs(rounds: int) -> List[Dict]:
             compiled(k, x)  # compiles, then evaluates once
             compile_ms = (time.process_time() - began) * 1e3
             calls = max(3, 2000 // (k * rows))
-            ms: Dict[str, List[float]] = {"eager": [], "compiled": []}
+            fns = {"eager": eager, "compiled": compiled}
+            ms: Dict[str, List[float]] = {name: [] for name in fns}
             for r in range(rounds):
-                for name in (
-                    ("eager", "compiled") if r % 2 == 0 else ("compiled", "eager")
-                ):
-                    fn = eager if name == "eager" else compiled
+                for name, fn in list(fns.items())[:: 1 if r % 2 == 0 else -1]:
                     began = time.process_time()
                     for _ in range(calls):
                         fn(k, x)

@@ -131,7 +131,9 @@ def library_variant(
     try:
         if not densities:
             guides.ReparameterizedNormal = dist.Normal
-            priors.UnitNormal = lambda like: dist.Normal(like, torch.ones_like(like))
+            priors.UnitNormal = lambda like: dist.Normal(
+                torch.zeros_like(like), torch.ones_like(like)
+            )
         if not specialize:
             jit_elbo.specialized = lambda traced: traced
         step = library_stepper(device, batch)

@@ -259,11 +259,12 @@ class ChunkWeights:
 
 
 class CompiledChunk:
-    """A chunk's TorchScript graph (from ``pyro.ops.jit.trace``), called with the parameter
-    store's current tensors (``jit_elbo.call_with_store_params``). Pyro's own call looks each
-    parameter up through ``pyro.param`` (constraint transforms, handler messages): ~0.3 ms per
-    chunk, 3% of a 1,000-pair MNIST chunk. The graph's inputs are the parameters named in
-    ``names``, in that order, then x."""
+    """A chunk's TorchScript graph (from ``pyro.ops.jit.trace``, specialized to the chunk's
+    shape by ``jit_elbo.compiled_graph``), called with the parameter store's current tensors
+    (``jit_elbo.call_with_store_params``). Pyro's own call looks each parameter up through
+    ``pyro.param`` (constraint transforms, handler messages): ~0.3 ms per chunk, 3% of a
+    1,000-pair MNIST chunk. The graph's inputs are the parameters named in ``names``, in that
+    order, then x."""
 
     def __init__(self, fn: "pyro.ops.jit.CompiledFunction", x: torch.Tensor):
         self.graph, names = compiled_graph(fn, (x,), {})

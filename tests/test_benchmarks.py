@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import speed_eval  # noqa: E402
 import speed_parts  # noqa: E402
 import speed_train  # noqa: E402
+from test_jit_elbo import graph_operations  # noqa: E402
 
 from pyro_vae.registry import GUIDES, OBJECTIVES, PRIORS  # noqa: E402
 
@@ -107,10 +108,6 @@ def test_speed_train_attribution_runs_each_variant_with_its_parts_swapped_back()
         )
         elbo = step.svi.loss_and_grads.__self__
         ((graph, _),) = elbo.direct_calls.entries.values()
-        inlined = graph.graph.copy()
-        torch._C._jit_pass_inline(inlined)
-        operations[densities, specialize] = sum(
-            node.kind() != "prim::Constant" for node in inlined.nodes()
-        )
+        operations[densities, specialize] = graph_operations(graph)
     assert operations[True, True] < operations[False, True]
     assert operations[True, True] < operations[True, False]

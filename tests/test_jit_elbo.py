@@ -52,7 +52,7 @@ def _same(a, b) -> bool:
     )
 
 
-def _operations(fn) -> int:
+def graph_operations(fn) -> int:
     graph = fn.graph.copy()
     torch._C._jit_pass_inline(graph)
     return sum(node.kind() != "prim::Constant" for node in graph.nodes())
@@ -75,7 +75,7 @@ def test_specialized_graph_equals_the_trace_bit_for_bit_with_fewer_operations(
     traced, fast, names, args = _graphs(prior, guide, objective)
     assert fast is not traced
     assert _same(_run(traced, names, args), _run(fast, names, args))
-    assert _operations(fast) < _operations(traced)
+    assert graph_operations(fast) < graph_operations(traced)
 
 
 def test_the_equality_check_catches_a_specialization_that_freezes_an_input(monkeypatch):
