@@ -2,7 +2,7 @@
 set at K = 5000, the cost of the per-step host sync, and bf16 against fp32; one JSON file.
 
 Run it through ``benchmarks/gpu_check.sh`` (which bounds its time). Without CUDA it falls back to
-the CPU at tiny sizes (``--tiny``, what tests/test_distributed.py runs), so the script cannot rot.
+the CPU at tiny sizes (``--tiny``, what tests/run/test_distributed.py runs), so the script cannot rot.
 
     python benchmarks/gpu_check.py --json OUT/gpu_check.json [--tiny] [--data-dir DIR]
 
@@ -42,11 +42,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import speed_train  # noqa: E402
 
 from pyro_vae import config as cfg  # noqa: E402
-from pyro_vae import data, distributed  # noqa: E402
-from pyro_vae.diagnostics import elbo_terms  # noqa: E402
-from pyro_vae.evaluate import importance_sampled  # noqa: E402
-from pyro_vae.train import autocast, fit, make_svi, train_step  # noqa: E402
-from pyro_vae.vae import build  # noqa: E402
+from pyro_vae import data  # noqa: E402
+from pyro_vae.estimate.diagnostics import elbo_terms  # noqa: E402
+from pyro_vae.estimate.evaluate import importance_sampled  # noqa: E402
+from pyro_vae.models.vae import build  # noqa: E402
+from pyro_vae.run.strategy import SingleProcess  # noqa: E402
+from pyro_vae.run.train import autocast, fit, train_step  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -124,15 +125,12 @@ def tensor_stepper(device: torch.device, batch: int):
             "model.latent_dim": speed_train.LATENT,
             "model.hidden": list(speed_train.HIDDEN),
             "train.batch_size": batch,
+            "train.check_every": 100,  # what makes fit's step leave its loss on the device
         },
     )
     vae = build(config, speed_train.DATA_DIM).to(device)
     vae.release_params()
-    svi, optimizer = make_svi(vae, config)
-    from pyro_vae.train import _objective
-
-    ctx = distributed.Context(device=device)
-    svi = distributed.tensor_svi(vae, optimizer, _objective(config, ctx), ctx)
+    svi, _ = SingleProcess(device).svi(vae, config)
     x, steps_per_epoch, orders = speed_train._data(device, batch)
 
     def step(i: int) -> torch.Tensor:
@@ -197,11 +195,10 @@ def evaluation(device: torch.device, tiny: bool, data_dir: str) -> Dict:
         },
     )
     vae = build(config, 784).to(device).eval()
-    ctx = distributed.Context(device=device)
-    importance_sampled(vae, images["x"][:2], k, 0, ctx)  # warm-up
+    importance_sampled(vae, images["x"][:2], k, 0)  # warm-up
     sync(device)
     began = time.perf_counter()
-    estimate = importance_sampled(vae, images["x"], k, 0, ctx)
+    estimate = importance_sampled(vae, images["x"], k, 0)
     sync(device)
     seconds = time.perf_counter() - began
     return {

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae import checkpoint
 from pyro_vae import config as cfg
 from pyro_vae import data as data_mod
-from pyro_vae import train as training
-from pyro_vae.cli import overrides as cli_overrides
-from pyro_vae.evaluate import evaluate
-from pyro_vae.vae import build
+from pyro_vae.cli.app import overrides as cli_overrides
+from pyro_vae.estimate.evaluate import evaluate
+from pyro_vae.models.vae import build
+from pyro_vae.run import checkpoint
+from pyro_vae.run import train as training
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mnist_nll.json"

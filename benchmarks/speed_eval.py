@@ -60,13 +60,13 @@ from speed_train import (  # noqa: E402,E501
 )
 
 from pyro_vae import config as config_module  # noqa: E402
-from pyro_vae.marginal import (  # noqa: E402
+from pyro_vae.estimate.marginal import (  # noqa: E402
     ChunkWeights,
     default_max_pairs,
     log_marginal_likelihood,
 )
+from pyro_vae.models.vae import VAE, build  # noqa: E402
 from pyro_vae.process import prepare_heap  # noqa: E402
-from pyro_vae.vae import VAE, build  # noqa: E402
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -35,10 +35,11 @@ import pyro
 import torch
 
 from pyro_vae import config as config_module
-from pyro_vae.marginal import log_marginal_likelihood
+from pyro_vae.estimate.marginal import log_marginal_likelihood
+from pyro_vae.models.vae import build
 from pyro_vae.registry import GUIDES, OBJECTIVES, PRIORS
-from pyro_vae.train import make_svi, train_step
-from pyro_vae.vae import build
+from pyro_vae.run.svi import make_svi
+from pyro_vae.run.train import train_step
 
 DATA_DIM, LATENT, HIDDEN, BATCH = 784, 50, (200, 200), 100
 DEFAULT = {"prior": "standard_normal", "guide": "diagonal", "objective": "trace"}

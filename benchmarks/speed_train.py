@@ -48,15 +48,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_vae import config as config_module
-from pyro_vae import guides, jit_elbo, priors
-from pyro_vae.train import (
-    adam_implementation,
-    epoch_order,
-    kl_weight,
-    make_svi,
-    train_step,
-)
-from pyro_vae.vae import VAE, build
+from pyro_vae.infer import jit_elbo
+from pyro_vae.models.vae import VAE, build
+from pyro_vae.parts import guides, priors
+from pyro_vae.run.svi import adam_implementation, make_svi
+from pyro_vae.run.train import epoch_order, kl_weight, train_step
 
 DATA_DIM, LATENT, HIDDEN = 784, 50, (200, 200)
 LOG_2PI = math.log(2 * math.pi)

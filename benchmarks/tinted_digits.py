@@ -30,10 +30,10 @@ import torch
 
 from pyro_vae import config as cfg
 from pyro_vae.data import Dataset
-from pyro_vae.data_mnist import read_idx
-from pyro_vae.marginal import log_marginal_likelihood
-from pyro_vae.train import fit
-from pyro_vae.vae import build
+from pyro_vae.data.builtin import read_idx
+from pyro_vae.estimate.marginal import log_marginal_likelihood
+from pyro_vae.models.vae import build
+from pyro_vae.run.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "tinted_digits.json"

@@ -23,17 +23,21 @@ from typing import Any, Dict, List, NamedTuple, Optional, Union
 import numpy as np
 import torch
 
-from . import checkpoint
-from . import config as cfg
-from . import data, data_record, figures
-from .config import PARTS, Config
-from .data import FROM_PYTHON, Dataset
-from .errors import ConfigError, DataError
-from .evaluate import evaluate as evaluate_run
-from .evaluate import load_run as load_parts
-from .marginal import MarginalEstimate, log_marginal_likelihood
-from .train import CHECKPOINT_FILE, CONFIG_FILE, fit
-from .vae import VAE, build
+from pyro_vae import config as cfg
+from pyro_vae import data
+from pyro_vae.config import PARTS, Config
+from pyro_vae.data import FROM_PYTHON, Dataset
+from pyro_vae.data import record as data_record
+from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.estimate.evaluate import evaluate as evaluate_run
+from pyro_vae.estimate.marginal import MarginalEstimate, log_marginal_likelihood
+from pyro_vae.models import build
+from pyro_vae.models.vae import VAE
+from pyro_vae.registry import did_you_mean
+from pyro_vae.run import checkpoint
+from pyro_vae.run.loading import load_run as load_parts
+from pyro_vae.run.train import CHECKPOINT_FILE, CONFIG_FILE, fit
+from pyro_vae.viz import figures
 
 Array = Any  # a NumPy array or a torch tensor
 MEAN_DRAWS = (
@@ -73,7 +77,7 @@ def make_config(config: Union[Config, str, Dict, None] = None, **options) -> Con
         if not owners:
             valid = sorted(set(PARTS) | {k for keys in sections.values() for k in keys})
             raise ConfigError(
-                f"unknown option '{key}'{cfg.did_you_mean(key, valid)}; valid options: "
+                f"unknown option '{key}'{did_you_mean(key, valid)}; valid options: "
                 f"{', '.join(valid)}"
             )
         overrides[f"{owners[0]}.{key}"] = (
@@ -209,7 +213,7 @@ class Model:
     ) -> MarginalEstimate:
         """Per-row log p(x) by importance sampling with the guide as proposal, with its
         standard error and effective sample size (Burda et al. 2016)."""
-        from .process import prepare_heap
+        from pyro_vae.process import prepare_heap
 
         vae, rows = self._fitted(), self.rows(x)
         if rows.device.type == "cpu":
@@ -223,7 +227,7 @@ class Model:
         """The posterior q(z | x) of each row: its mean (for flow guides, which have no
         closed-form mean, a Monte Carlo average of ``MEAN_DRAWS`` draws) and ``num_samples``
         draws."""
-        from .diagnostics import posterior_means
+        from pyro_vae.estimate.diagnostics import posterior_means
 
         vae, rows = self._fitted(), self.rows(x)
         return Encoding(

@@ -1,4 +1,7 @@
-"""Process set-up for long evaluations: the C heap's treatment of large temporaries.
+"""Process set-up: the device, random streams, and the C heap's treatment of large temporaries.
+
+``resolve_device`` turns the ``device`` setting into a torch device (``auto``: CUDA when there
+is a GPU).
 
 glibc's ``malloc`` serves blocks above an adaptive threshold (128 KB at first) with fresh
 mappings, and returns the free top of its heap to the OS once it exceeds twice that threshold;
@@ -19,6 +22,8 @@ streams (the CPU's and those of the CUDA devices in use) as they were.
 from typing import Iterable, List, Union
 
 import torch
+
+from pyro_vae.errors import ConfigError
 
 # glibc's largest adaptive mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX)
 ADAPTIVE_THRESHOLD_MAX = 32 * 2**20
@@ -49,3 +54,16 @@ def forked_rng(*values: Union[torch.Tensor, torch.device]):
     """``torch.random.fork_rng`` over the CPU and the CUDA devices of ``values``: draws made
     inside leave every random stream they touch as it was."""
     return torch.random.fork_rng(devices=cuda_devices(values))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else the CPU; asking for CUDA without one fails."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device '{name}' was asked for but no CUDA GPU is visible to torch "
+            f"(torch {torch.__version__}); use --device cpu, or --device auto to take a GPU "
+            f"only when there is one"
+        )
+    return torch.device(name)

@@ -1,14 +1,20 @@
-"""Named parts: a config names a prior, guide, likelihood or objective; a registry builds it.
+"""Named parts: a config names a prior, guide, likelihood, objective, network, data set or
+model family; a registry builds it.
 
 A part is a factory function ``factory(context, **options)``. Its keyword options, with their
 defaults, are the options a config may set; anything else is refused with the list of valid ones.
+
+Each registry knows the wing that fills it (``home``, a module name) and imports it the first
+time it is asked what it holds, so the configuration names parts without importing them, and
+``import pyro_vae`` stays light. A user registers a part of their own with the same decorator.
 """
 
 import difflib
+import importlib
 import inspect
 from typing import Any, Callable, Dict, List
 
-from .errors import ConfigError
+from pyro_vae.errors import ConfigError
 
 
 def did_you_mean(name: str, valid: List[str]) -> str:
@@ -17,27 +23,21 @@ def did_you_mean(name: str, valid: List[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _register_library_parts() -> None:
-    """Import the library's part modules, which register their parts (``import pyro_vae`` is
-    lazy, so a registry loads them the first time it is asked what it holds)."""
-    from .config import register_parts
-
-    register_parts()
-
-
 class Registry:
     """A mapping from names to factories of one kind of part (``kind`` names it in errors).
-    Asking it for names or a factory first imports the library's parts."""
+    Asking it for names or a factory first imports ``home``, the wing whose modules register
+    the library's parts of this kind."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, home: str):
         self.kind = kind
+        self.home = home
         self._factories: Dict[str, Callable] = {}
         self._loaded = False
 
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
-            _register_library_parts()
+            importlib.import_module(self.home)
 
     def register(self, name: str) -> Callable[[Callable], Callable]:
         def decorator(factory: Callable) -> Callable:
@@ -66,9 +66,10 @@ class Registry:
         return self._factories[name]
 
     def defaults(self, name: str) -> Dict[str, Any]:
-        """The options of part ``name`` with their default values."""
+        """The options of part ``name`` with their default values (the factory's parameters
+        that have one)."""
         params = list(inspect.signature(self.get(name)).parameters.values())[1:]
-        return {p.name: p.default for p in params}
+        return {p.name: p.default for p in params if p.default is not p.empty}
 
     def check_options(self, name: str, options: Dict[str, Any]) -> None:
         """Refuse unknown option names and values of the wrong type for part ``name``."""
@@ -106,9 +107,18 @@ def check_type(where: str, value: Any, default: Any) -> None:
     )
 
 
-PRIORS = Registry("prior")
-GUIDES = Registry("guide")
-LIKELIHOODS = Registry("likelihood")
-OBJECTIVES = Registry("objective")
-DATASETS = Registry("dataset")
-NETWORKS = Registry("network")
+PRIORS = Registry("prior", "pyro_vae.parts")
+GUIDES = Registry("guide", "pyro_vae.parts")
+LIKELIHOODS = Registry("likelihood", "pyro_vae.parts")
+NETWORKS = Registry("network", "pyro_vae.parts")
+OBJECTIVES = Registry("objective", "pyro_vae.infer")
+DATASETS = Registry("dataset", "pyro_vae.data")
+# a model family's factory is factory(config, data_shape) (see pyro_vae/models/family.py)
+FAMILIES = Registry("model family", "pyro_vae.models")
+REGISTRIES = (PRIORS, GUIDES, LIKELIHOODS, NETWORKS, OBJECTIVES, DATASETS, FAMILIES)
+
+
+def load_library_parts() -> None:
+    """Import every wing that registers parts (what a registry does on first use)."""
+    for registry in REGISTRIES:
+        registry._load()

@@ -11,7 +11,7 @@ import torch
 
 import pyro_vae
 from pyro_vae import api
-from pyro_vae.cli import main
+from pyro_vae.cli.app import main
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.registry import GUIDES
 
@@ -136,7 +136,7 @@ def test_encode_gives_the_posterior_mean_and_samples_for_every_guide(guide):
 
 def test_encode_mean_net_catches_a_wrong_mean(monkeypatch):
     """Injected bug: posterior_means returning the mean plus one must fail the check above."""
-    from pyro_vae import diagnostics
+    from pyro_vae.estimate import diagnostics
 
     x = binary_rows(100)
     model = api.Model(**SMALL).fit(x)

@@ -87,7 +87,8 @@ def test_speed_eval_chunk_costs_measure_each_shape_eager_and_compiled(tmp_path):
 
 
 def test_speed_train_attribution_runs_each_variant_with_its_parts_swapped_back():
-    from pyro_vae import guides, jit_elbo, priors
+    from pyro_vae.infer import jit_elbo
+    from pyro_vae.parts import guides, priors
 
     kept = (guides.ReparameterizedNormal, priors.UnitNormal, jit_elbo.specialized)
     summary = speed_train.main(

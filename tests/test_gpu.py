@@ -3,13 +3,14 @@
 import pytest
 import torch
 
-from pyro_vae import checkpoint
 from pyro_vae import config as cfg
 from pyro_vae import data
-from pyro_vae.evaluate import evaluate, load_run
-from pyro_vae.marginal import log_marginal_likelihood
-from pyro_vae.train import CHECKPOINT_FILE, fit
-from pyro_vae.vae import build
+from pyro_vae.estimate.evaluate import evaluate
+from pyro_vae.estimate.marginal import log_marginal_likelihood
+from pyro_vae.models.vae import build
+from pyro_vae.run import checkpoint
+from pyro_vae.run.loading import load_run
+from pyro_vae.run.train import CHECKPOINT_FILE, fit
 
 pytestmark = [
     pytest.mark.gpu,
@@ -77,7 +78,7 @@ def test_a_cuda_checkpoint_loads_on_the_cpu_with_the_same_log_density(tmp_path):
 
 
 def test_auto_picks_cuda_and_training_stays_there():
-    from pyro_vae.train import resolve_device
+    from pyro_vae.process import resolve_device
 
     assert resolve_device("auto").type == "cuda"
     config = cfg.load(
@@ -117,8 +118,8 @@ def test_bf16_autocast_keeps_the_test_elbo_within_its_standard_error(tmp_path):
     error of the fp32 one (the figure gpu_check.sh reports)."""
     import pyro
 
-    from pyro_vae.diagnostics import elbo_terms
-    from pyro_vae.train import autocast
+    from pyro_vae.estimate.diagnostics import elbo_terms
+    from pyro_vae.run.train import autocast
 
     config, ds, vae, _ = cuda_run(tmp_path)
     x = ds.test.cuda()

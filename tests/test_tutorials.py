@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from pyro_vae import config, registry
+from pyro_vae import registry
+from pyro_vae.registry import load_library_parts
 
 TUTORIALS_DIR = Path(__file__).resolve().parents[1] / "tutorials"
 TUTORIALS = sorted(p.name for p in TUTORIALS_DIR.glob("[0-9][0-9]_*.py"))
@@ -51,7 +52,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYRO_VAE_SMOKE", "1")
     dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    config.register_parts()  # import pyro_vae is lazy: register before the snapshot
+    load_library_parts()  # import pyro_vae is lazy: register before the snapshot
     parts = [dict(r._factories) for r in REGISTRIES]
     torch.set_num_threads(1)  # small networks: threads only contend with each other
     yield tmp_path

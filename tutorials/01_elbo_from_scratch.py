@@ -48,11 +48,12 @@ import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
 from pyro.infer import SVI, Trace_ELBO  # noqa: E402
 
-from pyro_vae import marginal, plots  # noqa: E402
-from pyro_vae.analytic import (  # noqa: E402
+from pyro_vae.checks.analytic import (  # noqa: E402
     LinearGaussian,
     gaussian_kl_to_standard_normal,
 )
+from pyro_vae.infer import traces  # noqa: E402
+from pyro_vae.viz import plots  # noqa: E402
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
@@ -109,7 +110,7 @@ assert (gaps >= 0).all() and (elbos <= log_px + 1e-12).all()
 # The closed form is a luxury. In general we only have the two programs, model and guide, and Pyro
 # estimates the ELBO by drawing $z \sim q$. Here the guide is one fixed Gaussian,
 # $q = \mathcal N(\mu + 0.5, (0.8\,s_{post})^2)$, deliberately off the posterior. Each draw gives one
-# term $\log p(x, z_k) - \log q(z_k)$ (`marginal.log_weights` traces both programs and returns them);
+# term $\log p(x, z_k) - \log q(z_k)$ (`traces.log_weights` traces both programs and returns them);
 # their mean estimates the ELBO and their spread gives its standard error. `Trace_ELBO`'s own estimate
 # (with as many vectorized particles) must agree too.
 
@@ -134,7 +135,7 @@ def fixed_guide(x):
         )
 
 
-terms = marginal.log_weights(model, fixed_guide, NUM_DRAWS, x)[:, 0]
+terms = traces.log_weights(model, fixed_guide, NUM_DRAWS, x)[:, 0]
 mc, mc_se = terms.mean().item(), (terms.std() / NUM_DRAWS**0.5).item()
 exact = truth.elbo(x, torch.tensor([[q_loc]]), torch.tensor([[q_scale]]))[0].item()
 pyro_elbo = -Trace_ELBO(

@@ -43,7 +43,12 @@ import torch  # noqa: E402
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO  # noqa: E402
 from torch import nn  # noqa: E402
 
-from pyro_vae import config, data, diagnostics, plots, train, vae  # noqa: E402
+from pyro_vae import config  # noqa: E402
+from pyro_vae import data  # noqa: E402
+from pyro_vae.estimate import diagnostics  # noqa: E402
+from pyro_vae.models import vae  # noqa: E402
+from pyro_vae.run import train  # noqa: E402
+from pyro_vae.viz import plots  # noqa: E402
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")

@@ -46,8 +46,14 @@ import pyro  # noqa: E402
 import pyro.distributions as dist  # noqa: E402
 import torch  # noqa: E402
 
-from pyro_vae import config, data, marginal, plots, train, vae  # noqa: E402
-from pyro_vae.analytic import LinearGaussian  # noqa: E402
+from pyro_vae import config  # noqa: E402
+from pyro_vae import data  # noqa: E402
+from pyro_vae.checks.analytic import LinearGaussian  # noqa: E402
+from pyro_vae.estimate import marginal  # noqa: E402
+from pyro_vae.infer import traces  # noqa: E402
+from pyro_vae.models import vae  # noqa: E402
+from pyro_vae.run import train  # noqa: E402
+from pyro_vae.viz import plots  # noqa: E402
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
@@ -158,7 +164,7 @@ def ladder(model, guide, x, budget, ks, chunk=50_000):
     per_call = max(1, chunk // len(x))
     log_w = torch.cat(
         [
-            marginal.log_weights(model, guide, min(per_call, budget - start), x)
+            traces.log_weights(model, guide, min(per_call, budget - start), x)
             for start in range(0, budget, per_call)
         ]
     ).double()

@@ -35,7 +35,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
-from pyro_vae import config, data, marginal, plots, train, vae  # noqa: E402
+from pyro_vae import config  # noqa: E402
+from pyro_vae import data  # noqa: E402
+from pyro_vae.estimate import marginal  # noqa: E402
+from pyro_vae.models import vae  # noqa: E402
+from pyro_vae.run import train  # noqa: E402
+from pyro_vae.viz import plots  # noqa: E402
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")

@@ -49,21 +49,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 
-from pyro_vae import (  # noqa: E402
-    ais,
-    amortization,
-    config,
-    data,
-    marginal,
-    plots,
-    train,
-    vae,
-)
-from pyro_vae.analytic_models import (  # noqa: E402
+from pyro_vae import config, data  # noqa: E402
+from pyro_vae.checks.analytic_models import (  # noqa: E402
     linear_vae,
     set_perturbed_diagonal_guide,
     true_model,
 )
+from pyro_vae.estimate import ais  # noqa: E402
+from pyro_vae.estimate import amortization, marginal  # noqa: E402
+from pyro_vae.models import vae  # noqa: E402
+from pyro_vae.run import train  # noqa: E402
+from pyro_vae.viz import plots  # noqa: E402
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")

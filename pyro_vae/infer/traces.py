@@ -1,0 +1,89 @@
+"""Traces of a model/guide pair, vectorized over particles, and the log importance weights they
+give per data point: log w = log p(x, z) - log q(z | x), with z drawn by the guide.
+
+Every latent and observed site must sit inside the data plate (one weight per data point);
+particles are vectorized with an outer plate ``"particles"``. The IWAE objective, the
+importance-sampled log p(x), the diagnostics and the amortization gap all read weights from
+here.
+"""
+
+from typing import Callable, Dict, Tuple
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine import Trace
+from pyro.poutine.util import site_is_subsample
+
+PARTICLE_PLATE = "particles"
+
+
+def vectorized_traces(
+    model: Callable,
+    guide: Callable,
+    num_particles: int,
+    args: tuple,
+    kwargs: Dict,
+    plate_dim: int = -2,
+) -> Tuple[Trace, Trace]:
+    """Trace the guide and the model replayed against it, ``num_particles`` draws at once in an
+    outer plate at ``plate_dim`` (left of the data plate). Site log-densities are computed,
+    scaled and masked as the sites say."""
+    with pyro.plate(PARTICLE_PLATE, num_particles, dim=plate_dim):
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    return model_trace, guide_trace
+
+
+def log_prob_per_datapoint(trace: Trace, plate: str = "data") -> torch.Tensor:
+    """Sum of every sample site's log-density, one value per (particle, data point)."""
+    total = 0.0
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if not any(frame.name == plate for frame in site["cond_indep_stack"]):
+            raise ValueError(
+                f"sample site '{name}' is outside the plate '{plate}': importance weights per "
+                f"data point need every latent and observed site inside that plate (global "
+                f"latent variables have no per-data-point weight)"
+            )
+        total = total + site["log_prob"]
+    return total
+
+
+def log_weights(
+    model: Callable,
+    guide: Callable,
+    num_particles: int,
+    *args,
+    plate: str = "data",
+    **kwargs,
+) -> torch.Tensor:
+    """log w_k(x_i) = log p(x_i, z_ik) - log q(z_ik | x_i), shape (num_particles, N)."""
+    traces = vectorized_traces(model, guide, num_particles, args, kwargs)
+    return trace_log_weights(*traces, plate)
+
+
+def trace_log_weights(
+    model_trace: Trace, guide_trace: Trace, plate: str = "data"
+) -> torch.Tensor:
+    """The log importance weights of traced draws, one per (particle, data point)."""
+    return log_prob_per_datapoint(model_trace, plate) - log_prob_per_datapoint(
+        guide_trace, plate
+    )
+
+
+def latent_log_prob(trace: Trace) -> torch.Tensor:
+    """Sum of the log-densities of a trace's latent (unobserved) sample sites, one value per
+    (particle, data point): log q(z | x) of a guide trace, log p(z) of a model trace."""
+    total = None
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and not site["is_observed"]:
+            if not site_is_subsample(site):
+                lp = site["log_prob"]
+                total = lp if total is None else total + lp
+    return total

@@ -1,0 +1,74 @@
+"""The model-family seam: what every family declares, and ``build``, which picks one by name.
+
+A family is an ``nn.Module`` owning its networks, with two Pyro programs, ``model(x, ...)`` and
+``guide(x, ...)``, whose sample sites all sit in the data plate ``"data"`` (one importance
+weight per data point) and whose observed site is ``"x"``. It declares its latent sites
+(``latent_sites``: name, size, whether discrete), so that estimators, objectives and figures
+find them through traces and these declarations, never through an ``isinstance`` on a family.
+
+A new family is one module in this wing: a ``Family`` subclass and a factory
+``factory(config, data_shape)`` registered in ``registry.FAMILIES`` under the name that
+``[model] family`` gives.
+"""
+
+from dataclasses import dataclass
+from typing import Sequence, Tuple, Union
+
+from pyro.poutine import Trace
+from pyro.poutine.util import site_is_subsample
+from torch import nn
+
+from pyro_vae.config import Config
+from pyro_vae.errors import ConfigError
+from pyro_vae.registry import FAMILIES
+
+OBSERVED = "x"  # the observed site of every family
+DATA_PLATE = "data"  # the plate every sample site sits in
+
+
+@dataclass(frozen=True)
+class LatentSite:
+    """A latent sample site of a family: its name, its size (event size of a continuous site,
+    number of values of a discrete one) and whether it is discrete."""
+
+    name: str
+    size: int
+    discrete: bool = False
+
+
+class Family(nn.Module):
+    """Base class of the model families (see the module's docstring)."""
+
+    latent_sites: Tuple[LatentSite, ...] = ()
+
+    def model(self, x, *args, **kwargs):
+        raise NotImplementedError
+
+    def guide(self, x, *args, **kwargs):
+        raise NotImplementedError
+
+
+def build(config: Config, data_shape: Union[int, Sequence[int]]) -> Family:
+    """The family that ``config.model.family`` names, built from the config's parts for data
+    of one example's shape ``data_shape`` ((C, H, W), (D,), or a flat size D)."""
+    return FAMILIES.get(config.model.family)(config, data_shape)
+
+
+def latent_site(trace: Trace, where: str, skip: Sequence[str] = ()) -> str:
+    """The name of the single continuous latent site of a trace (a guide's, or a model's with
+    ``skip`` naming its uncondition-ed observed site); ``where`` names the estimator that
+    needs one, for the error a family with another structure gets."""
+    names = [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and not site_is_subsample(site)
+        and name not in skip
+    ]
+    if len(names) != 1 or trace.nodes[names[0]]["fn"].has_enumerate_support:
+        raise ConfigError(
+            f"{where} needs a model family with one continuous latent site; this one has "
+            f"{', '.join(names) or 'none'}"
+        )
+    return names[0]

@@ -1,0 +1,92 @@
+"""The standard figures of a trained VAE, assembled from :mod:`pyro_vae.plots`.
+
+``write_figures`` is what ``pyro-vae train`` writes into a run directory and what
+``Model.figures`` writes from Python: the ELBO curves, reconstructions, samples from p(z), the
+posterior means coloured by label (projected on two principal axes beyond two dimensions),
+traversals of the dimensions with the most KL, interpolations between test inputs, and KL per
+dimension where it has a closed form.
+"""
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from pyro_vae.estimate.diagnostics import kl_per_dimension, posterior_means
+from pyro_vae.models.vae import VAE
+from pyro_vae.viz import plots
+
+SCATTER_ROWS = 2000  # test inputs whose posterior means the scatter shows
+TRAVERSED_DIMS = 8  # the dimensions with the most KL get a traversal row
+
+
+def decoder_of(vae: VAE):
+    """z -> E[x | z], without gradients."""
+
+    @torch.no_grad()
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return vae.likelihood.mean(vae.decoder(z))
+
+    return decode
+
+
+@torch.no_grad()
+def write_figures(
+    vae: VAE,
+    x: torch.Tensor,
+    shape: Sequence[int],
+    out_dir: Path,
+    labels: Optional[torch.Tensor] = None,
+    metrics: Optional[List[Dict]] = None,
+) -> List[Path]:
+    """Write the standard figures for held-out rows ``x`` (flattened, on the VAE's device)
+    into ``out_dir``; returns the paths written."""
+    out_dir = Path(out_dir)
+    was_training = vae.training
+    vae.eval()
+    decode = decoder_of(vae)
+    written = []
+    if metrics:
+        written.append(plots.training_curves(metrics, out_dir / "elbo.png"))
+    few = x[:10]
+    written.append(
+        plots.image_grid(
+            [("data", few), ("reconstruction", vae.reconstruct(few))],
+            shape,
+            out_dir / "reconstructions.png",
+        )
+    )
+    written.append(
+        plots.image_grid(
+            [("samples from p(z)", vae.sample(10)), ("", vae.sample(10))],
+            shape,
+            out_dir / "samples.png",
+        )
+    )
+    scatter_x = x[:SCATTER_ROWS]
+    means = posterior_means(vae, scatter_x)
+    scatter_labels = None if labels is None else labels[:SCATTER_ROWS]
+    written.append(
+        plots.latent_scatter(means, out_dir / "latent_scatter.png", scatter_labels)
+    )
+    kl = kl_per_dimension(vae, scatter_x)
+    if kl is not None:
+        written.append(plots.kl_per_dimension(kl, out_dir / "kl_per_dim.png"))
+        dims = torch.argsort(kl, descending=True)[:TRAVERSED_DIMS].tolist()
+    else:
+        dims = list(range(min(TRAVERSED_DIMS, means.shape[1])))
+    written.append(
+        plots.latent_traversal(
+            decode, means[0], shape, out_dir / "latent_traversal.png", dims=dims
+        )
+    )
+    pairs = [(means[2 * i], means[2 * i + 1]) for i in range(min(4, len(x) // 2))]
+    ends = [(x[2 * i], x[2 * i + 1]) for i in range(len(pairs))]
+    if pairs:
+        written.append(
+            plots.interpolation(
+                decode, pairs, shape, out_dir / "interpolation.png", ends=ends
+            )
+        )
+    vae.train(was_training)
+    return written

@@ -1,0 +1,167 @@
+"""What tests/run/test_distributed.py runs in each process under torchrun (and in-process as the
+one-process reference). Not a test module itself.
+
+``python -m torch.distributed.run ... tests/run/distributed_worker.py OUT MODE...`` with modes:
+
+* ``onestep``: one SVI step of the default digits VAE on one global batch for each objective
+  (trace, meanfield, iwae), with "the same noise" as one process (see ``FixedNoise``), plus two
+  deliberately broken variants; rank r saves its parameters and gradients to OUT.
+* ``resume``: a 3-epoch run, and a 2-epoch run resumed to 3 epochs (under torchrun).
+* ``train5``: 5 epochs of the default digits config into OUT/run5 (rank 0 writes).
+* ``resume_single``: resume OUT/single (a one-process run) to 3 epochs under torchrun.
+* ``evaluate``: ``pyro-vae evaluate OUT/run5`` (sharded), as the last call.
+* ``kill``: ``pyro-vae train`` for 3 epochs into OUT/killed; rank 1 of the first attempt kills
+  itself (SIGKILL) in epoch 2, and torchrun's restart resumes from the epoch-1 checkpoint.
+"""
+
+import dataclasses
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pyro
+import torch
+from pyro.poutine.messenger import Messenger
+
+from pyro_vae import config as cfg
+from pyro_vae import data
+from pyro_vae.cli import app as cli
+from pyro_vae.models.vae import LATENT, build
+from pyro_vae.run import distributed, strategy
+from pyro_vae.run import train as training
+from pyro_vae.run.strategy import Torchrun
+from pyro_vae.run.svi import ModuleOptimizer
+
+BATCH = 100
+OBJECTIVES = {
+    "trace": {"objective.name": "trace", "objective.jit": False},
+    "meanfield": {"objective.name": "meanfield", "objective.jit": False},
+    "iwae": {"objective.name": "iwae"},
+}
+FAST = {"model.hidden": [64], "model.latent_dim": 4, "train.batch_size": 250}
+
+
+class FixedNoise(Messenger):
+    """Draw the guide's ``"z"`` as loc + scale * eps, eps being rows ``rows`` of one global
+    noise tensor of shape (K, B, latent) made from a fixed seed: every process makes the same
+    tensor and takes its own rows, so N processes together use exactly the noise one process
+    uses on the whole batch. (The diagonal Gaussian guide only; the value stays a
+    reparameterized function of the guide's outputs, so gradients flow as with rsample.)
+    """
+
+    def __init__(self, rows: slice, batch: int, latent: int, particles: int = 5):
+        super().__init__()
+        g = torch.Generator().manual_seed(1234)
+        self.eps = torch.randn((particles, batch, latent), generator=g)[:, rows]
+
+    def _pyro_sample(self, msg):
+        if msg["name"] != LATENT or msg["is_observed"] or msg["value"] is not None:
+            return
+        base = msg["fn"].base_dist
+        shape = msg["fn"].shape()
+        eps = self.eps[: shape[0]] if len(shape) == 3 else self.eps[0]
+        msg["value"] = base.loc + base.scale * eps
+
+
+def rows_of_rank() -> slice:
+    """Rank r's rows of a global batch: the specification, written out independently."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    per = BATCH // world
+    return slice(rank * per, (rank + 1) * per)
+
+
+def first_rows_only(self, batch):  # the injected bug: every rank takes the first shard
+    return batch[: batch.shape[0] // self.world_size]
+
+
+def one_step(objective: str, rows: slice, bug: str = ""):
+    """Parameters, gradients and train objective after one step on the first BATCH rows."""
+    config = cfg.load(None, {**OBJECTIVES[objective], "train.epochs": 1})
+    full = data.load(config.data)
+    ds = dataclasses.replace(full, train=full.train[:BATCH])
+    vae = build(config, ds.data_dim)
+    grads = {}
+    real_step, real_call = training.train_step, ModuleOptimizer.__call__
+    real_scale, real_shard = distributed.ELBOLoss.__init__, Torchrun.shard
+
+    def step(svi, x, *weights):
+        with FixedNoise(rows, BATCH, config.model.latent_dim):
+            return real_step(svi, x, *weights)
+
+    def record(self, params, *args, **kwargs):
+        grads.update({n: p.grad.clone() for n, p in vae.named_parameters()})
+        return real_call(self, params, *args, **kwargs)
+
+    def unscaled(
+        self, vae, elbo, scale=1.0
+    ):  # the injected bug: no x N before averaging
+        real_scale(self, vae, elbo, 1.0)
+
+    training.train_step, ModuleOptimizer.__call__ = step, record
+    if bug == "scale":
+        distributed.ELBOLoss.__init__ = unscaled
+    if bug == "rows":
+        Torchrun.shard = first_rows_only
+    try:
+        pyro.clear_param_store()
+        metrics = training.fit(vae, ds, config)
+    finally:
+        training.train_step, ModuleOptimizer.__call__ = real_step, real_call
+        distributed.ELBOLoss.__init__, Torchrun.shard = real_scale, real_shard
+    params = {n: p.detach().clone() for n, p in vae.named_parameters()}
+    return {"params": params, "grads": grads, "row": metrics[0]}
+
+
+def run(out: Path, epochs: int, resume: bool = False, **overrides):
+    config = cfg.load(None, {**FAST, "train.epochs": epochs, **overrides})
+    ds = data.load(config.data)
+    pyro.clear_param_store()
+    training.fit(build(config, ds.data_dim), ds, config, out, resume=resume)
+
+
+def main(out: Path, modes):
+    rank = int(os.environ.get("RANK", 0))
+    if "onestep" in modes:
+        results = {name: one_step(name, rows_of_rank()) for name in OBJECTIVES}
+        results["bug_rows"] = one_step("trace", rows_of_rank(), bug="rows")
+        results["bug_scale"] = one_step("trace", rows_of_rank(), bug="scale")
+        torch.save(results, out / f"onestep_rank{rank}.pt")
+    if "onestep_trace" in modes:
+        torch.save(
+            {"trace": one_step("trace", rows_of_rank())}, out / f"onestep_rank{rank}.pt"
+        )
+    if "resume" in modes:
+        run(out / "straight", 3)
+        run(out / "resumed", 2)
+        run(out / "resumed", 3, resume=True)
+    if "resume_single" in modes:
+        run(out / "single", 3, resume=True)
+    if "train5" in modes:
+        config = cfg.load(None, {"train.epochs": 5})
+        ds = data.load(config.data)
+        pyro.clear_param_store()
+        training.fit(build(config, ds.data_dim), ds, config, out / "run5")
+    if "evaluate" in modes:
+        args = ["evaluate", str(out / "run5"), "--num-samples", "20", "--limit", "45"]
+        sys.exit(cli.main(args + ["--device", "cpu"]))
+    if "kill" in modes:
+        real = Torchrun.rng_state
+        calls = {"n": 0}
+
+        def gather(self):
+            calls["n"] += 1
+            if calls["n"] == 2 and self.rank == 1 and not distributed.restarted():
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(self)
+
+        Torchrun.rng_state = gather
+        args = ["train", "--epochs", "3", "--no-progress", "--out", str(out / "killed")]
+        fast = [f"--set={k}={v}" for k, v in FAST.items()]
+        sys.exit(cli.main(args + fast + ["--device", "cpu"]))
+    distributed.teardown()
+
+
+if __name__ == "__main__":
+    strategy.start(torch.device("cpu"))
+    main(Path(sys.argv[1]), sys.argv[2:])

@@ -1,0 +1,93 @@
+"""Figures: colour images drawn channel-last, the PCA projection, every figure written."""
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae import api
+from pyro_vae.viz import plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def colour_image() -> torch.Tensor:
+    """A flattened (3, 2, 2) image: top-right pure red, bottom-left pure green, else black."""
+    image = torch.zeros(3, 2, 2)
+    image[0, 0, 1] = 1.0
+    image[1, 1, 0] = 1.0
+    return image.reshape(-1)
+
+
+def check_colour_is_drawn_channel_last():
+    picture = plots.as_picture(colour_image(), (3, 2, 2))
+    assert picture.shape == (2, 2, 3)
+    assert picture[0, 1].tolist() == [1, 0, 0] and picture[1, 0].tolist() == [0, 1, 0]
+    assert picture[0, 0].tolist() == [0, 0, 0] == picture[1, 1].tolist()
+
+
+def test_colour_images_are_drawn_as_rgb_and_grey_as_grey():
+    check_colour_is_drawn_channel_last()
+    grey = plots.as_picture(torch.arange(6.0) / 5, (1, 2, 3))
+    assert grey.shape == (2, 3) and grey[1, 2] == 1.0
+    assert plots.as_picture(torch.zeros(16), (16,)).shape == (4, 4)
+    tile = plots.mosaic([plots.as_picture(colour_image(), (3, 2, 2))] * 2, cols=3)
+    assert tile.shape == (4, 10, 3) and tile[1, 2].tolist() == [1, 0, 0]
+    assert tile[1, -2].tolist() == [1, 1, 1]  # the empty third slot stays white
+
+
+def test_the_colour_check_catches_a_plain_reshape(monkeypatch):
+    """Injected bug: reshaping (C, H, W) pixels straight to (H, W, C)."""
+    monkeypatch.setattr(
+        plots,
+        "as_picture",
+        lambda row, shape: row.reshape(shape[1], shape[2], shape[0]).numpy(),
+    )
+    with pytest.raises(AssertionError):
+        check_colour_is_drawn_channel_last()
+
+
+def test_projection_keeps_the_axis_of_largest_variance():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(500, 5, generator=g) * torch.tensor([0.1, 5.0, 0.1, 0.1, 0.1])
+    points, name = plots.project_2d(z)
+    assert points.shape == (500, 2) and "principal axes" in name
+    corr = np.corrcoef(points[:, 0].numpy(), z[:, 1].numpy())[0, 1]
+    assert abs(corr) > 0.99
+    flat, _ = plots.project_2d(z[:, :2])
+    assert torch.equal(flat, z[:, :2])
+
+
+def test_every_figure_is_written_for_a_colour_model(tmp_path):
+    x = (np.random.default_rng(0).random((60, 3, 4, 4)) < 0.4).astype(np.float32)
+    model = api.Model(latent_dim=3, hidden=[16], epochs=1, batch_size=20).fit(
+        x, labels=np.arange(60) % 3
+    )
+    assert model.shape == (3, 4, 4)
+    written = model.figures(tmp_path)
+    names = {p.name for p in written}
+    assert {
+        "elbo.png",
+        "reconstructions.png",
+        "samples.png",
+        "latent_scatter.png",
+        "latent_traversal.png",
+        "interpolation.png",
+        "kl_per_dim.png",
+    } == names
+    for path in written:
+        assert path.read_bytes()[:8] == PNG_MAGIC, path.name
+
+
+def test_save_shows_the_figure_inline_only_under_ipython(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    shown = []
+    monkeypatch.setattr(plots, "in_notebook", lambda: True)
+    monkeypatch.setattr(plots, "show_inline", lambda fig: shown.append(fig))
+    fig = Figure()
+    fig.subplots().plot([0, 1])
+    plots.save(fig, tmp_path / "a.png")
+    assert shown == [fig] and (tmp_path / "a.png").is_file()
+    monkeypatch.setattr(plots, "in_notebook", lambda: False)
+    plots.save(fig, tmp_path / "b.png")
+    assert len(shown) == 1
