@@ -20,7 +20,7 @@ IMAGE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def _existing_run(run_dir: Path, writable: bool) -> None:
-    from pyro_vae.run import rundir
+    from pyro_vae.run import checkpoint
 
     if not run_dir.is_dir():
         raise ConfigError(
@@ -28,7 +28,7 @@ def _existing_run(run_dir: Path, writable: bool) -> None:
             f"(pyro-vae train --out {run_dir})"
         )
     if writable:
-        rundir.check_writable(run_dir)
+        checkpoint.check_writable(run_dir)
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -189,8 +189,8 @@ def sample(args: argparse.Namespace) -> None:
     import pyro
 
     from pyro_vae.data.record import run_shape
+    from pyro_vae.run.checkpoint import check_writable
     from pyro_vae.run.loading import load_run
-    from pyro_vae.run.rundir import check_writable
     from pyro_vae.viz import plots
 
     if not 1 <= args.num <= MAX_SAMPLES:

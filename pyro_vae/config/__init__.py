@@ -18,6 +18,7 @@ from pyro_vae.config.checks import (  # noqa: F401  (the public names of the win
     validate,
 )
 from pyro_vae.config.loading import (  # noqa: F401
+    differences,
     from_dict,
     load,
     merge,

@@ -6,7 +6,7 @@ import dataclasses
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from pyro_vae.config.checks import validate
 from pyro_vae.config.sections import DEFAULT_PARTS, FIXED, PARTS, Config, PartConfig
@@ -138,3 +138,23 @@ def load(
     """Defaults, then the TOML file (or packaged config), then ``overrides``."""
     raw = read_toml(path_or_name) if path_or_name else {}
     return from_dict(merge(raw, overrides or {}))
+
+
+def differences(
+    saved: Mapping[str, Any], now: Mapping[str, Any], ignore: Sequence[str] = ()
+) -> List[str]:
+    """``section.key (old -> new)`` for every key whose value differs between two config
+    dicts (``Config.to_dict()`` form), except the ``section.key`` names in ``ignore``.
+    """
+    keys = {
+        f"{s}.{k}" for side in (saved, now) for s, vals in side.items() for k in vals
+    }
+    out = []
+    for key in sorted(keys):
+        if key in ignore:
+            continue
+        section, name = key.split(".", 1)
+        old, new = saved.get(section, {}).get(name), now.get(section, {}).get(name)
+        if old != new:
+            out.append(f"{key} ({old!r} -> {new!r})")
+    return out

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_vae.errors import ConfigError, DataError
+from pyro_vae.parts.continuous_bernoulli import ContinuousBernoulliLogits
 from pyro_vae.parts.discretized import LEVELS, DiscretizedLogisticMixture
-from pyro_vae.parts.distributions import ContinuousBernoulliLogits
 from pyro_vae.parts.networks import Architecture
 from pyro_vae.registry import LIKELIHOODS
 
@@ -101,7 +101,7 @@ class Bernoulli(Likelihood):
 class ContinuousBernoulli(Likelihood):
     """Loaiza-Ganem & Cunningham (2019): the normalized density on [0, 1] for grey pixels,
     log p(x | l) = x l - softplus(l) + log(l / tanh(l/2)), exact at any logit
-    (:class:`~pyro_vae.distributions.ContinuousBernoulliLogits`; torch's clamps its
+    (:class:`~pyro_vae.parts.continuous_bernoulli.ContinuousBernoulliLogits`; torch's clamps its
     probabilities, which breaks the normaliser past |l| ~ 16 in float32)."""
 
     name, unit_interval = "continuous_bernoulli", True

@@ -22,7 +22,7 @@ from typing import Any, Dict, Sequence, Union
 import numpy as np
 import torch
 
-from pyro_vae.errors import TrainingError
+from pyro_vae.errors import ConfigError, TrainingError
 
 PathLike = Union[str, Path]
 
@@ -264,3 +264,31 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     )
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+
+
+def make_directory(path: Path) -> None:
+    """``mkdir -p`` with one-line errors for a file in the way or a read-only location."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"run directory '{path}' is a file; choose a directory for --out"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next(p for p in path.parents if p.exists())
+        raise ConfigError(
+            f"run directory '{path}' cannot be made: '{blocker}' is a file; choose a "
+            f"directory for --out"
+        ) from None
+    except OSError as err:
+        raise storage_error(path, err) from None
+
+
+def check_writable(directory: Path) -> None:
+    """Refuse a directory that cannot take a new file, before minutes of computing."""
+    try:
+        probe = directory / f".write-test.{os.getpid()}{TMP_SUFFIX}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise storage_error(directory, err) from None

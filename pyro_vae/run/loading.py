@@ -14,7 +14,7 @@ from pyro_vae.models import build
 from pyro_vae.models.vae import VAE
 from pyro_vae.process import resolve_device
 from pyro_vae.run import checkpoint, rundir
-from pyro_vae.run.rundir import BEST_FILE, CHECKPOINT_FILE
+from pyro_vae.run.layout import BEST_FILE, CHECKPOINT_FILE
 
 
 def load_run(

@@ -31,34 +31,22 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 
-from pyro_vae.config import Config, from_dict
+from pyro_vae.config import Config, differences, from_dict
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.run import checkpoint
 from pyro_vae.run.checkpoint import StorageError, fault_point, storage_error
+from pyro_vae.run.layout import (
+    BEST_FILE,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    REPLACED,
+    REPLACING,
+    RUN_FILES,
+)
 
 PathLike = Union[str, Path]
-CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = (
-    "config.toml",
-    "metrics.jsonl",
-    "checkpoint.pt",
-)
-BEST_FILE = "best.pt"  # the checkpoint of the epoch with the highest validation ELBO
-LOCK_FILE = ".lock"
-# the files a run writes: a new run moves these (and nothing else) aside
-RUN_FILES = (
-    CONFIG_FILE,
-    METRICS_FILE,
-    CHECKPOINT_FILE,
-    BEST_FILE,
-    "evaluation.json",
-    "data.json",
-    "elbo.png",
-    "reconstructions.png",
-    "samples.png",
-    "bound_ladder.png",
-    "kl_per_dim.png",
-)
-REPLACED, REPLACING = ".replaced", ".replaced.partial"
 # config keys that may differ between a checkpoint and the run that resumes it
 RESUMABLE = ("train.epochs", "data.data_dir")
 
@@ -77,7 +65,7 @@ class RunDir:
         """Make ``path`` (with ``create``), take its lock, and clean up after a crash."""
         path = Path(path)
         if create:
-            make_directory(path)
+            checkpoint.make_directory(path)
         try:
             fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
@@ -187,7 +175,7 @@ class RunDir:
             raise TrainingError(
                 f"cannot resume '{self.path}': its checkpoint holds an invalid config: {err}"
             ) from None
-        changed = config_differences(saved, config.to_dict())
+        changed = differences(saved, config.to_dict(), ignore=RESUMABLE)
         if changed:
             raise TrainingError(
                 f"cannot resume '{self.path}': the config differs from the checkpoint's in "
@@ -269,50 +257,6 @@ def settle(path: PathLike) -> None:
             run.repair()
     except (StorageError, TrainingError):
         return
-
-
-def make_directory(path: Path) -> None:
-    """``mkdir -p`` with one-line errors for a file in the way or a read-only location."""
-    if path.exists() and not path.is_dir():
-        raise ConfigError(
-            f"run directory '{path}' is a file; choose a directory for --out"
-        )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        blocker = next(p for p in path.parents if p.exists())
-        raise ConfigError(
-            f"run directory '{path}' cannot be made: '{blocker}' is a file; choose a "
-            f"directory for --out"
-        ) from None
-    except OSError as err:
-        raise storage_error(path, err) from None
-
-
-def check_writable(directory: Path) -> None:
-    """Refuse a directory that cannot take a new file, before minutes of computing."""
-    try:
-        probe = directory / f".write-test.{os.getpid()}{checkpoint.TMP_SUFFIX}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise storage_error(directory, err) from None
-
-
-def config_differences(saved: Dict, now: Dict) -> List[str]:
-    """``section.key (old -> new)`` for every key that differs, except :data:`RESUMABLE`."""
-    keys = {
-        f"{s}.{k}" for side in (saved, now) for s, vals in side.items() for k in vals
-    }
-    out = []
-    for key in sorted(keys):
-        if key in RESUMABLE:
-            continue
-        section, name = key.split(".", 1)
-        old, new = saved.get(section, {}).get(name), now.get(section, {}).get(name)
-        if old != new:
-            out.append(f"{key} ({old!r} -> {new!r})")
-    return out
 
 
 def best_epoch(metrics: List[Dict]) -> Optional[int]:

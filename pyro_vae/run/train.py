@@ -27,7 +27,7 @@ from pyro_vae.infer.schedules import kl_weight, step_args
 from pyro_vae.models.vae import VAE
 from pyro_vae.process import resolve_device
 from pyro_vae.run import checkpoint, rundir, strategy
-from pyro_vae.run.rundir import (  # noqa: F401  (re-exported: the run files)
+from pyro_vae.run.layout import (  # noqa: F401  (re-exported: the run files)
     BEST_FILE,
     CHECKPOINT_FILE,
     CONFIG_FILE,

@@ -1,0 +1,25 @@
+"""The names of the files in a run directory (``rundir.py`` says what each holds and how they
+are written)."""
+
+CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = (
+    "config.toml",
+    "metrics.jsonl",
+    "checkpoint.pt",
+)
+BEST_FILE = "best.pt"  # the checkpoint of the epoch with the highest validation ELBO
+LOCK_FILE = ".lock"
+# the files a run writes: a new run moves these (and nothing else) aside
+RUN_FILES = (
+    CONFIG_FILE,
+    METRICS_FILE,
+    CHECKPOINT_FILE,
+    BEST_FILE,
+    "evaluation.json",
+    "data.json",
+    "elbo.png",
+    "reconstructions.png",
+    "samples.png",
+    "bound_ladder.png",
+    "kl_per_dim.png",
+)
+REPLACED, REPLACING = ".replaced", ".replaced.partial"
