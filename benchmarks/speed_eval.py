@@ -1,6 +1,6 @@
 """Evaluation speed: importance-sampled log p(x) with the library against a plain-PyTorch sampler.
 
-The library side is ``pyro_vae.marginal.log_marginal_likelihood(vae.model, vae.guide, x, K)`` with
+The library side is ``pyro_vae.estimate.marginal.log_marginal_likelihood(vae.model, vae.guide, x, K)`` with
 its default chunking, on the MNIST-sized net of Burda et al. (2016) (784-200-200-50, tanh,
 Bernoulli pixels, diagonal Gaussian q). The plain-PyTorch side computes the same per-image
 estimate, log (1/K) sum_k w_k with w_k = p(x, z_k) / q(z_k | x), and the same effective sample

@@ -1,6 +1,6 @@
 """Training speed: the library's SVI step against a plain-PyTorch VAE step, same network and optimizer.
 
-The library side is exactly what ``pyro_vae.train.fit`` runs per step with the default config
+The library side is exactly what ``pyro_vae.run.train.fit`` runs per step with the default config
 (``make_svi`` + ``train_step`` under ``pyro.validation_enabled(config.train.validate)``, the batch
 gathered from the epoch's permutation, the loss checked for being finite), on the MNIST-sized net of
 Burda et al. (2016): 784-200-200-50, tanh, Bernoulli pixels, Gaussian q(z | x) with softplus scale.

@@ -26,7 +26,7 @@
 # with a 1-dimensional latent $z$ and a 2-dimensional observation $x$. Its evidence is Gaussian,
 # $p(x) = \mathcal N(b,\; WW^\top + \sigma^2 I)$, and so is its posterior, $p(z\mid x) =
 # \mathcal N(\mu, \Sigma)$ with $\Sigma = (1 + W^\top W/\sigma^2)^{-1}$ and
-# $\mu = \Sigma W^\top (x - b)/\sigma^2$. `pyro_vae.analytic.LinearGaussian` has all of it.
+# $\mu = \Sigma W^\top (x - b)/\sigma^2$. `pyro_vae.checks.analytic.LinearGaussian` has all of it.
 #
 # We show and check three facts: (1) $\log p(x) = \mathrm{ELBO}(q) + \mathrm{KL}(q\,\|\,p(z\mid x))$
 # for *every* $q$; (2) the KL *inside* the ELBO (to the prior) is not the KL the ELBO's gap measures

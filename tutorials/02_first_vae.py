@@ -150,9 +150,9 @@ assert history[-1] > history[0], "SVI did not raise the ELBO"
 # %% [markdown]
 # ## The same VAE from the library
 #
-# `pyro_vae.vae.build` wires the parts a config names into the same two programs, `vae.model` and
+# `pyro_vae.models.build` wires the parts a config names into the same two programs, `vae.model` and
 # `vae.guide` (one `pyro.module` for the whole VAE, the `"data"` plate, sites `"z"` and `"x"`), and
-# `pyro_vae.train.fit` runs the SVI loop. We train it with `TraceMeanField_ELBO` (see below why).
+# `pyro_vae.run.train.fit` runs the SVI loop. We train it with `TraceMeanField_ELBO` (see below why).
 
 # %%
 net = vae.build(cfg, digits.data_dim)

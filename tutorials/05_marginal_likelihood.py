@@ -27,7 +27,7 @@
 #
 # reaching $\log p(x)$ as $K \to \infty$. How fast depends on how well $q$ matches the posterior,
 # which the **effective sample size** $\mathrm{ESS} = (\sum_k w_k)^2 / \sum_k w_k^2$ measures: $K$ for a
-# perfect proposal, near 1 when one weight dominates. `pyro_vae.marginal` reports the estimate, its
+# perfect proposal, near 1 when one weight dominates. `pyro_vae.estimate.marginal` reports the estimate, its
 # standard error (delta method) and the ESS for every data point.
 #
 # We first check all of it on the linear-Gaussian model, where $\log p(x)$ is known exactly, then use

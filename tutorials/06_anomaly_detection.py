@@ -103,7 +103,7 @@ print(f"{len(margins)} margin pixels; ink density {ink:.2f}")
 # ## Two scores
 #
 # * $\log p(x)$: importance sampling with $K$ draws from the guide,
-#   $\log \frac1K\sum_k p(x, z_k)/q(z_k\mid x)$ (`pyro_vae.marginal`). Anomalous means *low*.
+#   $\log \frac1K\sum_k p(x, z_k)/q(z_k\mid x)$ (`pyro_vae.estimate.marginal`). Anomalous means *low*.
 # * reconstruction error: $\lVert x - \mathbb E[x\mid z = \mu(x)]\rVert^2$, the squared distance
 #   between the image and the decoder's mean image at the encoder's mean code. Anomalous means *high*.
 #

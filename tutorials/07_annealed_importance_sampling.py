@@ -33,7 +33,7 @@
 # posterior draw (available on data simulated from the model), the same path gives a stochastic
 # *upper* bound: **bidirectional Monte Carlo** (BDMC; Grosse et al. 2015) sandwiches $\log p(x)$.
 #
-# `pyro_vae.ais` does all of it for any VAE the library builds. We check it against the exact
+# `pyro_vae.estimate.ais` does all of it for any VAE the library builds. We check it against the exact
 # linear-Gaussian $\log p(x)$, then use it on digits to split the VAE's gap $\log p(x) -
 # \mathrm{ELBO}$ into its two causes (Cremer et al. 2018). Set `PYRO_VAE_SMOKE=1` to run in seconds.
 
