@@ -37,7 +37,9 @@ class LatentSite:
 
 
 class Family(nn.Module):
-    """Base class of the model families (see the module's docstring)."""
+    """Base class of the model families (see the module's docstring). ``fit`` calls
+    ``model(x, kl_weight, reconstruction_weight)`` and ``guide`` with the same arguments, and
+    the three hooks below."""
 
     latent_sites: Tuple[LatentSite, ...] = ()
 
@@ -46,6 +48,18 @@ class Family(nn.Module):
 
     def guide(self, x, *args, **kwargs):
         raise NotImplementedError
+
+    def check_data(self, x, where: str) -> None:
+        """Refuse data that the family's likelihood cannot score (``where`` names the split
+        in the message); every value is accepted unless a family says otherwise."""
+
+    def release_params(self) -> None:
+        """Forget the family's entries in Pyro's param store, so that ``pyro.module``
+        registers its current tensors (after ``.to(device)`` or loading a checkpoint)."""
+
+    def kl_is_analytic(self, x) -> bool:
+        """Whether ``TraceMeanField_ELBO`` computes every KL term in closed form."""
+        return False
 
 
 def build(config: Config, data_shape: Union[int, Sequence[int]]) -> Family:

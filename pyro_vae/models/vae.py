@@ -129,6 +129,10 @@ class VAE(Family):
     def _guide_parts(self):
         return self._with_parameters(["encoder"])
 
+    def check_data(self, x: torch.Tensor, where: str) -> None:
+        """The likelihood's check: binary data for a Bernoulli, grey levels for 8 bits, ..."""
+        self.likelihood.check_data(x, where)
+
     def release_params(self, part: str = "") -> None:
         """Forget this VAE's entries in Pyro's param store (only those of ``part`` when given),
         so that ``pyro.module`` registers the module's current tensors (after ``.to(device)``,

@@ -93,8 +93,8 @@ def _fit(
 ) -> List[Dict]:
     t = config.train
     device = runner.device
-    vae.likelihood.check_data(data.train, "the training data")
-    vae.likelihood.check_data(data.test, "the test data")
+    vae.check_data(data.train, "the training data")
+    vae.check_data(data.test, "the test data")
     train_x, test_x = data.train.to(device), data.test.to(device)
     valid_x = None if data.valid is None else data.valid.to(device)
     eval_x = train_x[:EVAL_ROWS]
