@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "infer"))  # test_jit_elbo's helper
 
 import speed_eval  # noqa: E402
 import speed_parts  # noqa: E402
