@@ -15,6 +15,8 @@ from pyro import poutine
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 
+from pyro_vae.models.family import latent_names
+
 PARTICLE_PLATE = "particles"
 
 
@@ -80,10 +82,8 @@ def trace_log_weights(
 def latent_log_prob(trace: Trace) -> torch.Tensor:
     """Sum of the log-densities of a trace's latent (unobserved) sample sites, one value per
     (particle, data point): log q(z | x) of a guide trace, log p(z) of a model trace."""
-    total = None
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and not site["is_observed"]:
-            if not site_is_subsample(site):
-                lp = site["log_prob"]
-                total = lp if total is None else total + lp
+    first, *rest = latent_names(trace)
+    total = trace.nodes[first]["log_prob"]
+    for name in rest:
+        total = total + trace.nodes[name]["log_prob"]
     return total

@@ -12,7 +12,7 @@ A new family is one module in this wing: a ``Family`` subclass and a factory
 """
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
@@ -55,7 +55,8 @@ class Family(nn.Module):
 
     def release_params(self) -> None:
         """Forget the family's entries in Pyro's param store, so that ``pyro.module``
-        registers its current tensors (after ``.to(device)`` or loading a checkpoint)."""
+        registers its current tensors (after ``.to(device)`` or loading a checkpoint).
+        """
 
     def kl_is_analytic(self, x) -> bool:
         """Whether ``TraceMeanField_ELBO`` computes every KL term in closed form."""
@@ -68,11 +69,10 @@ def build(config: Config, data_shape: Union[int, Sequence[int]]) -> Family:
     return FAMILIES.get(config.model.family)(config, data_shape)
 
 
-def latent_site(trace: Trace, where: str, skip: Sequence[str] = ()) -> str:
-    """The name of the single continuous latent site of a trace (a guide's, or a model's with
-    ``skip`` naming its uncondition-ed observed site); ``where`` names the estimator that
-    needs one, for the error a family with another structure gets."""
-    names = [
+def latent_names(trace: Trace, skip: Sequence[str] = ()) -> List[str]:
+    """The latent (unobserved, non-subsample) sample sites of a trace, in trace order, less
+    the names in ``skip``."""
+    return [
         name
         for name, site in trace.nodes.items()
         if site["type"] == "sample"
@@ -80,6 +80,13 @@ def latent_site(trace: Trace, where: str, skip: Sequence[str] = ()) -> str:
         and not site_is_subsample(site)
         and name not in skip
     ]
+
+
+def latent_site(trace: Trace, where: str, skip: Sequence[str] = ()) -> str:
+    """The name of the single continuous latent site of a trace (a guide's, or a model's with
+    ``skip`` naming its uncondition-ed observed site); ``where`` names the estimator that
+    needs one, for the error a family with another structure gets."""
+    names = latent_names(trace, skip)
     if len(names) != 1 or trace.nodes[names[0]]["fn"].has_enumerate_support:
         raise ConfigError(
             f"{where} needs a model family with one continuous latent site; this one has "
