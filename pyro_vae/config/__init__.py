@@ -13,7 +13,6 @@ from pyro_vae.config.checks import (  # noqa: F401  (the public names of the win
     KL_SCHEDULES,
     check_device,
     check_seed,
-    check_size,
     flow_widths,
     validate,
 )
@@ -36,4 +35,9 @@ from pyro_vae.config.sections import (  # noqa: F401
     ModelConfig,
     PartConfig,
     TrainConfig,
+)
+from pyro_vae.config.sizes import (  # noqa: F401
+    check_size,
+    memory_bytes,
+    require_memory,
 )

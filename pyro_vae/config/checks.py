@@ -1,16 +1,15 @@
-"""Value checks of a run configuration: ranges, seeds, devices, memory size, flow widths, and
+"""Value checks of a run configuration: ranges, seeds, devices, flow widths, and
 the KL schedule / free bits / reconstruction weight.
 
 :func:`validate` runs on every :class:`~pyro_vae.config.Config` that
 :func:`~pyro_vae.config.from_dict` builds (after the type checks, which the registry does);
 the CLI and the parts call the single checks (:func:`check_seed`, :func:`check_device`,
-:func:`check_size`, :func:`flow_widths`) on values that do not live in a config. Every failure
+:func:`flow_widths`) on values that do not live in a config. Every failure
 raises :class:`~pyro_vae.errors.ConfigError` with one line saying what to change.
 ``pyro_vae.config`` re-exports the public names.
 """
 
 import math
-import os
 from typing import Any, List
 
 from pyro_vae.config.sections import FROM_PYTHON, Config, DataConfig
@@ -121,36 +120,6 @@ def check_device(name: str, where: str = "device") -> None:
         or (name.startswith("cuda:") and name[len("cuda:") :].isdigit()),
         f"unknown {where} '{name}'; use auto (CUDA when available), cpu, cuda or cuda:N",
     )
-
-
-def check_size(config: Config, data_dim: int) -> None:
-    """Refuse a model too large for this machine's memory before allocating it.
-
-    The MLP encoder (D -> hidden -> 2L) and decoder (L -> reversed hidden -> D) hold
-    sum (n_in + 1) n_out parameters; training keeps four float32 copies (weights,
-    gradients, Adam's two moments)."""
-    m = config.model
-    enc = [data_dim, *m.hidden, 2 * m.latent_dim]
-    dec = [m.latent_dim, *reversed(m.hidden), data_dim]
-    params = sum(
-        (a + 1) * b for widths in (enc, dec) for a, b in zip(widths, widths[1:])
-    )
-    need = 4 * 4 * params
-    have = _memory_bytes()
-    _require(
-        need <= have // 2,
-        f"model.hidden={list(m.hidden)} with model.latent_dim={m.latent_dim} on "
-        f"{data_dim}-value data means {params:.3g} parameters, about {need / 2**30:.3g} GiB "
-        f"for training, more than half of this machine's {have / 2**30:.3g} GiB; use "
-        f"smaller sizes",
-    )
-
-
-def _memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 2**40
 
 
 def flow_widths(

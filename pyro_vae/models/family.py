@@ -18,7 +18,7 @@ from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-from pyro_vae.config import Config
+from pyro_vae.config import Config, check_size
 from pyro_vae.errors import ConfigError
 from pyro_vae.registry import FAMILIES
 
@@ -65,7 +65,9 @@ class Family(nn.Module):
 
 def build(config: Config, data_shape: Union[int, Sequence[int]]) -> Family:
     """The family that ``config.model.family`` names, built from the config's parts for data
-    of one example's shape ``data_shape`` ((C, H, W), (D,), or a flat size D)."""
+    of one example's shape ``data_shape`` ((C, H, W), (D,), or a flat size D), after the
+    memory estimate of its sizes (``config.sizes.check_size``) has allowed it."""
+    check_size(config, data_shape)
     return FAMILIES.get(config.model.family)(config, data_shape)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from pyro_vae import config as cfg
 from pyro_vae.cli.app import main
-from pyro_vae.config import checks as config_checks
+from pyro_vae.config import sizes as config_sizes
 from pyro_vae.errors import ConfigError
 from pyro_vae.models import vae as vae_mod
 
@@ -104,9 +104,8 @@ SIZE = "more than half of this machine's"
 VALUES = [
     (
         ["--set", "model.hidden=[100000000]"],
-        "model.hidden=[100000000] with "
-        "model.latent_dim=2 on 64-value data means 1.36e+10 parameters, about 203 GiB for "
-        "training, " + SIZE,
+        "model.hidden=[100000000] with model.latent_dim=2 on 64-value data means "
+        "1.36e+10 parameters and 2e+10 activations a step, about 352 GiB, " + SIZE,
     ),
     (
         ["--latent-dim", "10000000000"],
@@ -185,7 +184,7 @@ def test_the_size_check_catches_what_it_is_for(monkeypatch):
     config = cfg.load(None, {"model.hidden": [100_000_000]})
     with pytest.raises(ConfigError):
         cfg.check_size(config, 64)
-    monkeypatch.setattr(config_checks, "_memory_bytes", lambda: 2**50)
+    monkeypatch.setattr(config_sizes, "memory_bytes", lambda: 2**50)
     cfg.check_size(config, 64)
 
 
