@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pyro_vae.config import FROM_PYTHON, DataConfig
+from pyro_vae.data.labels import split_labels
 from pyro_vae.errors import DataError
 from pyro_vae.registry import DATASETS
 
@@ -123,6 +124,11 @@ def _as_numpy(array: Any, where: str) -> np.ndarray:
         raise DataError(f"{where} holds {array.dtype} values; expected {ACCEPTED}")
     if array.ndim == 0 or array.shape[0] == 0:
         raise DataError(f"{where} holds no examples (shape {tuple(array.shape)})")
+    if array.size == 0:
+        raise DataError(
+            f"{where} holds examples of no values (shape {tuple(array.shape)}); each "
+            f"example needs at least one value"
+        )
     return array
 
 
@@ -226,14 +232,24 @@ def from_splits(
     splits: Dict[str, Any],
     labels: Dict[str, Any],
     index: Optional[Dict[str, np.ndarray]] = None,
+    members: bool = False,
 ) -> Dataset:
     """A :class:`Dataset` from arrays per split (``train`` and ``test``; ``valid`` optional),
     or from one array and the row ``index`` of each split, validated by :func:`as_rows`. The
     grey scale (1 or 255) is decided over all splits together, and every split must have
-    the same example shape."""
+    the same example shape. Labels per split are checked by :func:`labels.check_labels`.
+    With ``members``, messages name the arrays as members of the file ``name`` (an .npz).
+    """
     index = index or {}
+
+    def called(key: str) -> str:
+        if members:
+            return f"member '{key}' of {name}"
+        split, _, kind = key.partition("_")
+        return f"the {split} {kind or 'split'} of {name}"
+
     given = {
-        s: _as_numpy(a, f"the {s} split of {name}")
+        s: _as_numpy(a, called(s))
         for s, a in splits.items()
         if a is not None and (s not in index or len(index[s]))
     }
@@ -246,15 +262,16 @@ def from_splits(
     )
     rows, shapes = {}, {}
     for split, array in given.items():
-        where = f"the {split} split of {name}"
-        rows[split], shapes[split] = as_rows(array, where, index.get(split), scale)
+        rows[split], shapes[split] = as_rows(
+            array, called(split), index.get(split), scale
+        )
     if len(set(shapes.values())) > 1:
         found = ", ".join(f"{s} {shape}" for s, shape in shapes.items())
         raise DataError(f"the splits of {name} differ in example shape: {found}")
     shape = shapes["train"]
     tensors = {
-        k: None if v is None else torch.as_tensor(np.asarray(v)).long()
-        for k, v in labels.items()
+        s: split_labels(v, rows.get(s), s, called(f"{s}_labels"))
+        for s, v in labels.items()
     }
     return Dataset(
         name,

@@ -22,6 +22,7 @@ import numpy as np
 
 from pyro_vae.config import DataConfig
 from pyro_vae.data.dataset import Dataset, from_splits, seeded_split
+from pyro_vae.data.npyfile import read_npy, read_npz
 from pyro_vae.errors import DataError
 from pyro_vae.registry import DATASETS
 
@@ -59,29 +60,28 @@ def load_array(config: DataConfig) -> Dataset:
     One array is split into train/valid/test by data.split_seed and the fractions."""
     path = _path(config)
     name = f"'{path.name}'"
-    try:
-        if path.suffix == ".npy":
-            return _split_one(config, name, np.load(path, mmap_mode="r"))
-        with np.load(path) as archive:
-            keys = list(archive.files)
-            if len(keys) == 1:
-                return _split_one(config, name, archive[keys[0]])
-            known = set(SPLITS) | {f"{s}_labels" for s in SPLITS}
-            unknown = sorted(set(keys) - known)
-            if unknown or not {"train", "test"} <= set(keys):
-                raise DataError(
-                    f"{name} holds arrays {', '.join(keys)}; an .npz holds one array, or "
-                    f"'train' and 'test' (and optionally 'valid', 'train_labels', "
-                    f"'valid_labels', 'test_labels')"
-                )
-            splits = {s: archive[s] if s in keys else None for s in SPLITS}
-            labels = {
-                s: archive[f"{s}_labels"] if f"{s}_labels" in keys else None
-                for s in SPLITS
-            }
-    except (ValueError, OSError, EOFError) as err:
-        raise DataError(f"cannot read {name} as a NumPy file: {err}") from None
-    return from_splits(name, splits, labels)
+    if path.suffix == ".npy":
+        return _split_one(config, name, read_npy(path, name))
+    archive = read_npz(path, name)
+    keys = list(archive)
+    if len(keys) == 1:
+        return _split_one(config, name, archive[keys[0]])
+    known = set(SPLITS) | {f"{s}_labels" for s in SPLITS}
+    unknown = sorted(set(keys) - known)
+    if unknown or not {"train", "test"} <= set(keys):
+        raise DataError(
+            f"{name} holds arrays {', '.join(keys)}; an .npz holds one array, or "
+            f"'train' and 'test' (and optionally 'valid', 'train_labels', "
+            f"'valid_labels', 'test_labels')"
+        )
+    for split in SPLITS:
+        if f"{split}_labels" in keys and split not in keys:
+            raise DataError(
+                f"{name} holds '{split}_labels' but no '{split}' array for them to label"
+            )
+    splits = {s: archive.get(s) for s in SPLITS}
+    labels = {s: archive.get(f"{s}_labels") for s in SPLITS}
+    return from_splits(name, splits, labels, members=True)
 
 
 def _image_files(directory: Path) -> Tuple[List[Path], List[int], List[str]]:

@@ -1,0 +1,202 @@
+"""The user's own files refused in one line, through the real command line (issue 26, groups
+1 and 2): every malformed array, archive, label set and image folder gets one ``error:``
+line naming the file, the member and what was found, and nothing is allocated from a header
+before its size is checked."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pyro_vae.cli.app import main
+
+TRAIN = [
+    "train",
+    "--latent-dim",
+    "2",
+    "--set",
+    "model.hidden=[8]",
+    "--set",
+    "data.binarize=false",
+    "--likelihood",
+    "continuous_bernoulli",
+    "--epochs",
+    "1",
+    "--no-progress",
+]
+
+
+def refused(capsys, argv) -> str:
+    """Run the CLI; assert one ``error:`` line, exit status 2 and no traceback."""
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err
+    return err[len("error: ") : -1]
+
+
+def train_on(capsys, path: Path, tmp_path: Path) -> str:
+    return refused(
+        capsys,
+        [
+            *TRAIN,
+            "--dataset",
+            "array",
+            "--data-path",
+            str(path),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
+
+
+def npy_header(path: Path, shape: str, descr: str = "<f8", data: bytes = b"") -> Path:
+    """A .npy file whose header says ``shape`` (any text) and whose data is ``data``."""
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': %s, }" % (descr, shape)
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    path.write_bytes(
+        b"\x93NUMPY\x01\x00"
+        + len(header).to_bytes(2, "little")
+        + header.encode()
+        + data
+    )
+    return path
+
+
+def rand(*shape):
+    return np.random.RandomState(0).rand(*shape)
+
+
+# group 1: arrays ----------------------------------------------------------------------------
+def test_a_0d_array(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.array(3.0))
+    assert train_on(capsys, tmp_path / "x.npy", tmp_path) == (
+        "'x.npy' holds a single number (a 0-d array of float64), not examples; save an "
+        "array of shape (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C)"
+    )
+    np.savez(tmp_path / "x.npz", np.array(3.0))
+    assert train_on(capsys, tmp_path / "x.npz", tmp_path) == (
+        "member 'arr_0' of 'x.npz' holds a single number (a 0-d array of float64), not "
+        "examples; save an array of shape (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C)"
+    )
+
+
+def test_headers_with_negative_or_absurd_shapes(tmp_path, capsys, monkeypatch):
+    assert train_on(capsys, npy_header(tmp_path / "n.npy", "(-5, 3)"), tmp_path) == (
+        "'n.npy': its header claims shape (-5, 3), a negative size; the file is corrupt"
+    )
+    allocated = []
+    real = np.load
+    monkeypatch.setattr(
+        np, "load", lambda *a, **k: allocated.append(a) or real(*a, **k)
+    )
+    absurd = npy_header(
+        tmp_path / "a.npy", "(100000000000, 100000000)", data=b"\0" * 64
+    )
+    assert train_on(capsys, absurd, tmp_path) == (
+        "'a.npy': its header claims shape (100000000000, 100000000) of float64, "
+        "80000000000000000000 bytes, but the file holds 64 bytes of data; it is truncated "
+        "or corrupt"
+    )
+    assert allocated == []  # refused from the header alone
+    monkeypatch.setattr(np, "load", real)
+    np.save(tmp_path / "big.npy", rand(50, 4))
+    monkeypatch.setattr("pyro_vae.config.sizes.memory_bytes", lambda: 1000)
+    assert train_on(capsys, tmp_path / "big.npy", tmp_path) == (
+        "'big.npy' holds 50 x 4 values (as float32 rows), about 800 bytes, more than half "
+        "of this machine's 1000 bytes of memory; use a smaller file or a machine with "
+        "more memory"
+    )
+
+
+def test_truncated_and_corrupt_npz_and_a_npy_under_an_npz_name(tmp_path, capsys):
+    np.savez_compressed(tmp_path / "good.npz", train=rand(50, 4), test=rand(10, 4))
+    raw = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "t.npz").write_bytes(raw[: len(raw) // 2])
+    assert train_on(capsys, tmp_path / "t.npz", tmp_path) == (
+        "'t.npz' is not a complete .npz archive (File is not a zip file); it is truncated "
+        "or was not written by np.savez"
+    )
+    corrupt = bytearray(raw)
+    for i in range(200, 260):  # inside the compressed 'train' member
+        corrupt[i] ^= 0xFF
+    (tmp_path / "c.npz").write_bytes(bytes(corrupt))
+    assert train_on(capsys, tmp_path / "c.npz", tmp_path) == (
+        "cannot read member 'train' of 'c.npz': Bad CRC-32 for file 'train.npy'; the "
+        "file is corrupt"
+    )
+    np.save(tmp_path / "one.npy", rand(20, 4))
+    os.rename(tmp_path / "one.npy", tmp_path / "one.npz")
+    assert train_on(capsys, tmp_path / "one.npz", tmp_path) == (
+        "'one.npz' is a .npy file (one array) under an .npz name; rename it to 'one.npy'"
+    )
+
+
+def test_pickles_are_never_loaded(tmp_path, capsys):
+    np.savez(
+        tmp_path / "p.npz", train=np.array([{}] * 4, dtype=object), test=rand(2, 3)
+    )
+    assert train_on(capsys, tmp_path / "p.npz", tmp_path) == (
+        "member 'train' of 'p.npz' holds Python objects (dtype object), which are never "
+        "unpickled; save an array of numbers"
+    )
+
+
+def test_splits_with_zero_features(tmp_path, capsys):
+    np.savez(tmp_path / "z.npz", train=np.zeros((10, 0)), test=np.zeros((5, 0)))
+    assert train_on(capsys, tmp_path / "z.npz", tmp_path) == (
+        "member 'train' of 'z.npz' holds examples of no values (shape (10, 0)); each "
+        "example needs at least one value"
+    )
+    np.save(tmp_path / "z.npy", np.zeros((10, 2, 0)))
+    assert train_on(capsys, tmp_path / "z.npy", tmp_path) == (
+        "'z.npy' holds examples of no values (shape (10, 2, 0)); each example needs at "
+        "least one value"
+    )
+
+
+LABELS = "labels are one whole number >= 0 per example, shape (N,)"
+
+
+@pytest.mark.parametrize(
+    "labels, found",
+    [
+        (np.arange(7), "holds 7 labels for the 10 examples of 'train'"),
+        (np.array([0.0] * 9 + [np.nan]), "holds NaN or infinite values"),
+        (np.array([0.5] * 10), "holds fractional values such as 0.5"),
+        (np.array(["a"] * 10), "holds <U1 values"),
+        (np.zeros((10, 3)), "has shape (10, 3)"),
+        (np.full(10, -1), "holds negative values such as -1"),
+    ],
+)
+def test_labels_are_validated(tmp_path, capsys, labels, found):
+    np.savez(
+        tmp_path / "l.npz", train=rand(10, 4), test=rand(5, 4), train_labels=labels
+    )
+    assert train_on(capsys, tmp_path / "l.npz", tmp_path) == (
+        f"member 'train_labels' of 'l.npz' {found}; {LABELS}"
+    )
+
+
+def test_labels_without_their_split(tmp_path, capsys):
+    np.savez(tmp_path / "l.npz", train=rand(10, 4), test=rand(5, 4), valid_labels=[1])
+    assert train_on(capsys, tmp_path / "l.npz", tmp_path) == (
+        "'l.npz' holds 'valid_labels' but no 'valid' array for them to label"
+    )
+
+
+def test_good_labels_still_load(tmp_path):
+    from pyro_vae import data
+    from pyro_vae.config import DataConfig
+
+    np.savez(
+        tmp_path / "l.npz",
+        train=rand(10, 4),
+        test=rand(5, 4),
+        train_labels=np.arange(10.0),  # whole floats are fine
+        test_labels=np.arange(5, dtype=np.uint8),
+    )
+    ds = data.load(DataConfig(dataset="array", data_path=str(tmp_path / "l.npz")))
+    assert ds.train_labels.tolist() == list(range(10))
+    assert ds.test_labels.tolist() == list(range(5))
