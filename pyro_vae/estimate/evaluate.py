@@ -13,6 +13,7 @@ from pyro_vae.estimate.blocks import (
     blockwise,
     default_block_size,
 )
+from pyro_vae.estimate.budget import check_ais_memory
 from pyro_vae.estimate.diagnostics import (
     active_units,
     elbo_terms,
@@ -188,6 +189,7 @@ def ais_evaluation(
     acceptance rate, wall and CPU time; with ``bdmc_points``, forward and reverse AIS at the same
     settings on that many points simulated from the model (Grosse et al. 2015); with
     ``amortization_gap``, AIS - ELBO split into approximation and amortization gaps."""
+    check_ais_memory(vae, num_steps, num_chains, bdmc_points)
     settings = dict(
         num_steps=num_steps, num_chains=num_chains, leapfrog_steps=leapfrog_steps
     )
