@@ -20,7 +20,6 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Union
 
-import numpy as np
 import torch
 
 from pyro_vae import config as cfg
@@ -97,20 +96,7 @@ def load_data(
     split by the config's seeded split (``data.test_fraction``, ``data.valid_fraction``,
     ``data.split_seed``)."""
     config = config or make_config()
-    splits = {"train": x, "test": test}
-    split_labels = {"train": labels, "test": test_labels}
-    if test is None:
-        index = data.seeded_split(len(x), config.data)
-        picks = {s: np.sort(i) for s, i in index.items() if len(i)}
-        splits = {s: _take(x, i) for s, i in picks.items()}
-        split_labels = {
-            s: None if labels is None else _take(labels, i) for s, i in picks.items()
-        }
-    return data.from_splits("arrays given from Python", splits, split_labels)
-
-
-def _take(array: Array, index: np.ndarray) -> Array:
-    return array[torch.as_tensor(index)] if torch.is_tensor(array) else array[index]
+    return data.from_arrays(x, test, labels, test_labels, config.data)
 
 
 class Model:
@@ -240,11 +226,27 @@ class Model:
         """E[x | z] per row of ``z`` (flat rows; ``self.shape`` is one example's shape)."""
         vae = self._fitted()
         param = next(vae.parameters())
-        z = torch.as_tensor(z).to(device=param.device, dtype=param.dtype)
-        return vae.likelihood.mean(vae.decoder(z.reshape(-1, vae.arch.latent_dim)))
+        z = torch.as_tensor(data.as_array(z, "z"))
+        latent = vae.arch.latent_dim
+        if (
+            z.ndim not in (1, 2)
+            or z.shape[-1] != latent
+            or z.ndim == 1
+            and len(z) != latent
+        ):
+            raise DataError(
+                f"decode(z) takes latents of shape (n, {latent}) (the model's latent_dim "
+                f"is {latent}); got shape {tuple(z.shape)}"
+            )
+        z = z.to(device=param.device, dtype=param.dtype).reshape(-1, latent)
+        return vae.likelihood.mean(vae.decoder(z))
 
     def sample(self, num: int) -> torch.Tensor:
         """E[x | z] for ``num`` draws z ~ p(z)."""
+        if not isinstance(num, int) or isinstance(num, bool) or num < 1:
+            raise ConfigError(
+                f"sample(num) takes a whole number of samples >= 1, got {num!r}"
+            )
         return self._fitted().sample(num)
 
     def figures(

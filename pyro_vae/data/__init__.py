@@ -22,3 +22,6 @@ from pyro_vae.data.dataset import (  # noqa: F401  (the public names of the wing
     seeded_split,
     value_range,
 )
+from pyro_vae.data.inputs import as_array  # noqa: F401
+from pyro_vae.data.labels import check_labels  # noqa: F401
+from pyro_vae.data.python import from_arrays  # noqa: F401

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pyro_vae.config import FROM_PYTHON, DataConfig
+from pyro_vae.data.inputs import as_array
 from pyro_vae.data.labels import split_labels
 from pyro_vae.errors import DataError
 from pyro_vae.registry import DATASETS
@@ -112,9 +113,7 @@ def example_shape(shape: Tuple[int, ...], where: str) -> Tuple[Tuple[int, ...], 
 
 
 def _as_numpy(array: Any, where: str) -> np.ndarray:
-    if torch.is_tensor(array):
-        array = array.detach().cpu().numpy()
-    array = array if isinstance(array, np.ndarray) else np.asarray(array)
+    array = as_array(array, where)
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if not (

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from pyro_vae.data.inputs import as_array
 from pyro_vae.errors import DataError
 
 EXPECTED = "labels are one whole number >= 0 per example, shape (N,)"
@@ -19,9 +20,7 @@ EXPECTED = "labels are one whole number >= 0 per example, shape (N,)"
 def check_labels(values: Any, examples: int, split: str, where: str) -> torch.Tensor:
     """``values`` as a long tensor of shape (``examples``,), or a ``DataError`` naming
     ``where`` (the file and member) and what was found."""
-    if torch.is_tensor(values):
-        values = values.detach().cpu().numpy()
-    array = np.asarray(values)
+    array = as_array(values, where)
 
     def refuse(found: str) -> DataError:
         return DataError(f"{where} {found}; {EXPECTED}")
