@@ -11,7 +11,8 @@ A run directory holds
   commit, and every start rewrites them from it, so a kill between the commit and them
   leaves nothing stale for longer than until the next command.
 * ``config.toml``: the run's resolved config, written when a run starts or resumes.
-* ``.lock``: ``flock``-ed by the one process that writes the run (a second gets an error).
+* ``.lock``: ``flock``-ed by the one process that writes the run (a second gets an error),
+  and deleted by it when it lets go, so a finished run directory has none.
 * ``.replaced/``: the previous run while a new run (``--overwrite``) has not committed its
   first epoch. The first commit deletes it; a start that finds it without a checkpoint
   deletes the new run's files and puts the previous run back. ``.replaced.partial/`` holds
@@ -20,7 +21,6 @@ A run directory holds
 Temporary files (``.NAME.XXXX.tmp``) left by a killed process are deleted on the next start.
 """
 
-import fcntl
 import json
 import math
 import os
@@ -34,7 +34,7 @@ import torch
 from pyro_vae.config import Config, differences, from_dict
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.run import checkpoint
-from pyro_vae.run.checkpoint import StorageError, fault_point, storage_error
+from pyro_vae.run.checkpoint import StorageError, fault_point
 from pyro_vae.run.layout import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -45,6 +45,7 @@ from pyro_vae.run.layout import (
     REPLACING,
     RUN_FILES,
 )
+from pyro_vae.run.lock import lock, unlock
 
 PathLike = Union[str, Path]
 # config keys that may differ between a checkpoint and the run that resumes it
@@ -66,19 +67,7 @@ class RunDir:
         path = Path(path)
         if create:
             checkpoint.make_directory(path)
-        try:
-            fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as err:
-            raise storage_error(path / LOCK_FILE, err) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise TrainingError(
-                f"run directory '{path}' is in use by another pyro-vae process (pid "
-                f"{owner}); wait for it to finish, or choose another --out"
-            ) from None
+        fd = lock(path)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         run = cls(path, fd)
@@ -90,7 +79,8 @@ class RunDir:
         return run
 
     def release(self) -> None:
-        os.close(self.lock_fd)  # closing the descriptor drops the flock
+        """Let go of the run directory (its ``.lock`` is deleted: see ``run.lock``)."""
+        unlock(self.path, self.lock_fd)
 
     # -- recovery ---------------------------------------------------------------------
     def entries(self) -> List[Path]:
@@ -220,8 +210,12 @@ class RunDir:
             checkpoint.atomic_write_bytes(best_path, lambda f: f.write(data))
             fault_point("best-written")
         text = "".join(_json(row) for row in state["metrics"])
-        metrics = self.path / METRICS_FILE
-        if not check_best or not metrics.is_file() or metrics.read_text() != text:
+        metrics = self.path / METRICS_FILE  # compared as bytes: any damage is rewritten
+        if (
+            not check_best
+            or not metrics.is_file()
+            or metrics.read_bytes() != text.encode()
+        ):
             checkpoint.atomic_write_text(metrics, text)
         fault_point("metrics-written")
 

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from pyro_vae.cli.app import main
-from pyro_vae.run import checkpoint, rundir
+from pyro_vae.run import checkpoint
+from pyro_vae.run import lock as run_lock
+from pyro_vae.run import rundir
 
 TINY = [
     "--dataset",
@@ -409,7 +411,7 @@ def test_the_nets_catch_what_they_are_for(tmp_path, capsys, monkeypatch):
     try:
         with pytest.raises(rundir.TrainingError, match="in use by another"):
             rundir.RunDir.acquire(run)
-        monkeypatch.setattr(rundir.fcntl, "flock", lambda fd, how: None)
+        monkeypatch.setattr(run_lock.fcntl, "flock", lambda fd, how: None)
         rundir.RunDir.acquire(run).release()  # the net is gone: no error
     finally:
         first.release()
@@ -442,3 +444,55 @@ def test_a_start_that_dies_while_putting_the_old_run_back_loses_nothing(
     monkeypatch.setattr(rundir, "_move_all", real_move)
     rundir.RunDir.acquire(run).release()  # the next start
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".lock"} == old
+
+
+# issue 26, group 6 -----------------------------------------------------------------------
+def test_resume_rebuilds_a_metrics_file_that_is_not_utf8(tmp_path, capsys):
+    data, run = write_amat(tmp_path / "data"), tmp_path / "run"
+    assert main(tiny(data, "--epochs", "1", "--out", str(run))) == 0
+    (run / "metrics.jsonl").write_bytes(b'{"epoch": 1, \xff\xfe}\n\x80\n')
+    assert main(tiny(data, "--epochs", "2", "--out", str(run), "--resume")) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert [m["epoch"] for m in assert_consistent(run)["metrics"]] == [1, 2]
+    (run / "metrics.jsonl").write_bytes(b"\xff")
+    rundir.settle(run)  # what evaluate and sample do first
+    assert_consistent(run)
+
+
+def test_the_lock_file_is_removed_when_a_run_ends(tmp_path):
+    data, run = write_amat(tmp_path / "data"), tmp_path / "run"
+    assert main(tiny(data, "--epochs", "1", "--out", str(run))) == 0
+    assert not (run / ".lock").exists()
+    assert main(["evaluate", str(run), "--limit", "5", "--num-samples", "2"]) == 0
+    assert not (run / ".lock").exists()
+
+
+def lock_race(run: Path, monkeypatch) -> None:
+    """B opens the lock file just before A releases it (and unlinks it), then locks that
+    orphaned file; a third writer C comes after: B and C must not both hold the run."""
+    a = rundir.RunDir.acquire(run)
+    real_open, opened = os.open, []
+
+    def open_then_a_releases(path, *args):
+        fd = real_open(path, *args)
+        if not opened:
+            opened.append(fd)
+            a.release()  # A finishes: unlinks .lock and drops its flock
+        return fd
+
+    monkeypatch.setattr(rundir.os, "open", open_then_a_releases)
+    b = rundir.RunDir.acquire(run)
+    monkeypatch.setattr(rundir.os, "open", real_open)
+    try:
+        with pytest.raises(rundir.TrainingError, match="in use by another"):
+            rundir.RunDir.acquire(run)
+    finally:
+        b.release()
+
+
+def test_removing_the_lock_file_cannot_let_two_writers_in(tmp_path, monkeypatch):
+    lock_race(tmp_path / "run", monkeypatch)
+    # injected bug: a lock on an unlinked file counts as holding the run
+    monkeypatch.setattr("pyro_vae.run.lock._still_linked", lambda fd, path: True)
+    with pytest.raises(pytest.fail.Exception):
+        lock_race(tmp_path / "other", monkeypatch)
