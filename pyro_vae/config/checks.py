@@ -10,6 +10,7 @@ raises :class:`~pyro_vae.errors.ConfigError` with one line saying what to change
 """
 
 import math
+import os
 from typing import Any, List
 
 from pyro_vae.config.sections import FROM_PYTHON, Config, DataConfig
@@ -222,3 +223,14 @@ def _validate_data(d: DataConfig) -> None:
         f"{d.test_fraction} + {d.valid_fraction}",
     )
     _require(d.split_seed >= 0, f"[data] split_seed must be >= 0, got {d.split_seed}")
+    for key in ("data_dir", "data_path"):  # a name os.fsdecode made of bytes not UTF-8
+        path = getattr(d, key)
+        if isinstance(path, str) and not path.isascii():
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    f"[data] {key} {os.fsencode(path)!r} is not valid UTF-8 text, which "
+                    f"the run's config.toml must record; rename it, or link to it under a "
+                    f"UTF-8 name"
+                ) from None

@@ -14,13 +14,14 @@
 Both accept what :func:`pyro_vae.data.as_rows` accepts, and nothing else.
 """
 
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
 
-from pyro_vae.config import DataConfig
+from pyro_vae.config import DataConfig, require_memory
 from pyro_vae.data.dataset import Dataset, from_splits, seeded_split
 from pyro_vae.data.npyfile import read_npy, read_npz
 from pyro_vae.errors import DataError
@@ -28,7 +29,9 @@ from pyro_vae.registry import DATASETS
 
 SPLITS = ("train", "valid", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L")  # Pillow's modes of 16-bit PNG levels
+DEEP_RANGE = 65535
 
 
 def _path(config: DataConfig) -> Path:
@@ -114,8 +117,6 @@ def load_images(config: DataConfig) -> Dataset:
     """Your own images: PNG/JPEG files in --data-dir, sub-folders as labels.
 
     Resized to data.image_size = [H, W] (--image-size H W) when set."""
-    from PIL import Image, UnidentifiedImageError
-
     if config.data_dir is None:
         raise DataError(
             "data set 'images' is read from a folder: pass --data-dir DIR holding PNG/JPEG "
@@ -125,27 +126,88 @@ def load_images(config: DataConfig) -> Dataset:
     if not directory.is_dir():
         raise DataError(f"image folder '{directory}' does not exist")
     files, labels, _ = _image_files(directory)
-    opened = []
-    for path in files:
-        try:
-            with Image.open(path) as image:
-                image.load()
-                opened.append(image)
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"cannot read image '{path}': {err}") from None
-    mode = "L" if all(im.mode in GREY_MODES for im in opened) else "RGB"
+    headers = [_image_header(path) for path in files]  # (height, width, mode)
+    colour = not all(mode in GREY_MODES for _, _, mode in headers)
     if config.image_size is not None:
         height, width = config.image_size
-        opened = [
-            im.resize((width, height), Image.Resampling.BILINEAR) for im in opened
-        ]
-    sizes = Counter(f"{im.height}x{im.width}" for im in opened)
-    if len(sizes) > 1:
-        found = ", ".join(f"{size} ({n} files)" for size, n in sizes.most_common())
-        raise DataError(
-            f"the images in '{directory}' differ in size (height x width): {found}; set "
-            f"data.image_size = [H, W] (--set data.image_size=[28,28]) to resize them"
-        )
-    array = np.stack([np.asarray(im.convert(mode), dtype=np.uint8) for im in opened])
+    else:
+        sizes = Counter(f"{h}x{w}" for h, w, _ in headers)
+        if len(sizes) > 1:
+            found = ", ".join(f"{size} ({n} files)" for size, n in sizes.most_common())
+            raise DataError(
+                f"the images in '{directory}' differ in size (height x width): {found}; "
+                f"set data.image_size = [H, W] (--set data.image_size=[28,28]) to resize "
+                f"them"
+            )
+        height, width = headers[0][:2]
+    channels = 3 if colour else 1
+    values = len(files) * channels * height * width
+    require_memory(
+        8 * values + 4 * max(h * w * 4 for h, w, _ in headers),
+        f"the {len(files)} images in '{directory}' at {height} x {width} pixels with "
+        f"{channels} channel{'s' if colour else ''} make {values:.3g} values (float32, and "
+        f"their rows)",
+        "use a smaller data.image_size (--image-size H W)",
+        DataError,
+    )
+    shape = (len(files), height, width, 3) if colour else (len(files), height, width)
+    array = np.empty(shape, dtype=np.float32)
+    for i, path in enumerate(files):
+        array[i] = _read_image(path, (height, width), colour)
     label_array = np.asarray(labels) if labels else None
     return _split_one(config, f"'{directory}'", array, label_array)
+
+
+def _image_header(path: Path) -> Tuple[int, int, str]:
+    """(height, width, mode) from an image file's header, nothing decoded; a header that
+    claims more pixels than Pillow allows (a decompression bomb) is refused."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width, image.mode
+    except Image.DecompressionBombError:
+        width, height = _claimed_size(path)
+        raise DataError(
+            f"image '{path}' claims {width} x {height} = {width * height} pixels, more "
+            f"than Pillow's limit of {2 * Image.MAX_IMAGE_PIXELS} for one image (a "
+            f"decompression bomb?); remove the file"
+        ) from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"cannot read image '{path}': {err}") from None
+
+
+def _claimed_size(path: Path) -> Tuple[int, int]:
+    """The size a refused header claims, read with Pillow's limit lifted (header only)."""
+    from PIL import Image
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            return image.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _read_image(path: Path, size: Tuple[int, int], colour: bool) -> np.ndarray:
+    """One image as float32 in [0, 1], (H, W) grey or (H, W, 3) colour, resized to ``size``
+    (H, W) when it differs: 8-bit levels over 255, 16-bit levels (Pillow's ``I;16`` and
+    ``I`` modes) over 65535, never clipped to 8 bits."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # the size was checked against memory
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                deep = image.mode in DEEP_MODES
+                image = image.convert("F" if deep else ("RGB" if colour else "L"))
+                if image.size != (size[1], size[0]):
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                pixels = np.asarray(image, dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"cannot read image '{path}': {err}") from None
+    pixels = pixels / np.float32(DEEP_RANGE if deep else 255)
+    if colour and pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    return pixels

@@ -200,3 +200,97 @@ def test_good_labels_still_load(tmp_path):
     ds = data.load(DataConfig(dataset="array", data_path=str(tmp_path / "l.npz")))
     assert ds.train_labels.tolist() == list(range(10))
     assert ds.test_labels.tolist() == list(range(5))
+
+
+# group 2: image folders ---------------------------------------------------------------------
+def write_png(path: Path, array: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def images_on(capsys, directory, tmp_path, *more) -> str:
+    argv = [*TRAIN, "--dataset", "images", "--data-dir", str(directory), *more]
+    return refused(capsys, [*argv, "--out", str(tmp_path / "r")])
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height grey pixels, with no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_header(tmp_path, capsys):
+    folder = tmp_path / "photos"
+    for i in range(4):
+        write_png(folder / f"{i}.png", np.zeros((6, 6), dtype=np.uint8))
+    bomb = png_header_only(folder / "bomb.png", 20000, 20000)
+    assert images_on(capsys, folder, tmp_path) == (
+        f"image '{bomb}' claims 20000 x 20000 = 400000000 pixels, more than Pillow's "
+        f"limit of 178956970 for one image (a decompression bomb?); remove the file"
+    )
+
+
+def test_image_size_beyond_memory(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "photos"
+    for i in range(6):
+        write_png(folder / f"{i}.png", np.zeros((6, 6), dtype=np.uint8))
+    monkeypatch.setattr("pyro_vae.config.sizes.memory_bytes", lambda: 16 * 2**30)
+    loaded = []
+    monkeypatch.setattr("PIL.Image.Image.load", lambda im: loaded.append(im))
+    err = images_on(capsys, folder, tmp_path, "--image-size", "100000", "100000")
+    assert err == (
+        f"the 6 images in '{folder}' at 100000 x 100000 pixels with 1 channel make "
+        f"6e+10 values (float32, and their rows), about 447 GiB, more than half of this "
+        f"machine's 16 GiB of memory; use a smaller data.image_size (--image-size H W)"
+    )
+    assert loaded == []  # refused from the headers alone
+
+
+def test_a_data_dir_whose_name_is_not_utf8_is_refused_before_loading(tmp_path, capsys):
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xffname"))
+    for i in range(4):
+        write_png(folder / f"{i}.png", np.zeros((6, 6), dtype=np.uint8))
+    assert images_on(capsys, folder, tmp_path) == (
+        f"[data] data_dir {os.fsencode(folder)!r} is not valid UTF-8 text, which the "
+        f"run's config.toml must record; rename it, or link to it under a UTF-8 name"
+    )
+    assert not (tmp_path / "r" / "config.toml").exists()
+
+
+def test_16_bit_images_are_scaled_by_65535_not_clipped(tmp_path):
+    from pyro_vae import data
+    from pyro_vae.config import DataConfig
+
+    levels = (np.arange(36).reshape(6, 6) * 1800).astype(np.uint16)  # up to 63000
+    for i in range(5):
+        write_png(tmp_path / "deep" / f"{i}.png", levels)
+    config = DataConfig(
+        dataset="images", data_dir=str(tmp_path / "deep"), binarize=False
+    )
+    ds = data.load(config)
+    expected = levels.reshape(-1).astype(np.float32) / np.float32(65535)
+    assert np.array_equal(ds.train[0].numpy(), expected)
+    # beside an 8-bit colour image, the 16-bit grey one keeps its levels, on 3 channels
+    write_png(tmp_path / "deep" / "rgb.png", np.full((6, 6, 3), 255, dtype=np.uint8))
+    everything = data.load(config)
+    rows = torch_cat(everything).reshape(-1, 3, 36)
+    grey = rows[(rows[:, 0] != 1).any(-1)]
+    assert len(grey) == 5 and all(np.array_equal(c.numpy(), expected) for c in grey[0])
+
+
+def torch_cat(ds):
+    import torch
+
+    return torch.cat([ds.train, ds.test])
