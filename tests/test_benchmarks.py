@@ -5,10 +5,13 @@ import math
 import sys
 from pathlib import Path
 
+import pyro
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "infer"))  # test_jit_elbo's helper
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent / "infer")
+)  # test_jit_elbo's helper
 
 import speed_eval  # noqa: E402
 import speed_parts  # noqa: E402
@@ -41,6 +44,33 @@ def test_speed_eval_runs_and_writes_its_figures(tmp_path):
     assert fresh["library_no_prepare_heap"]["images_per_s"] > 0
     assert summary["ratio_vs_torch_fresh_processes"] > 0
     assert summary["prepare_heap_speedup_fresh_processes"] > 0
+    assert set(summary["ratio_vs_fair_plain"]) == {"20", "10"}
+    assert summary["ratio_vs_fair_plain"]["20"] == summary["ratio_vs_torch"]
+
+
+def _library_and_plain(k: int):
+    cpu = torch.device("cpu")
+    vae, x = speed_eval.make_vae(cpu), speed_eval.images(3, cpu)
+    pyro.set_rng_seed(0)
+    library = speed_eval.library_estimate(vae, x, k)
+    pyro.set_rng_seed(0)
+    return library, speed_eval.torch_estimate(vae, x, k)
+
+
+def test_the_fair_plain_sampler_computes_the_librarys_numbers_on_the_same_draws():
+    """The baseline does the library's algebra: same seed, same estimates (one image per
+    chunk at K = 5000, a matrix-vector product; 50 images per chunk at K = 100)."""
+    for k in (5000, 100):
+        library, plain = _library_and_plain(k)
+        torch.testing.assert_close(plain, library, rtol=1e-6, atol=0)
+
+
+def test_the_fair_plain_check_catches_a_baseline_at_another_chunk_budget(monkeypatch):
+    """Injected bug: the plain sampler chunks at another budget than the library (2 of the 3
+    images per chunk at K = 100), so it draws its noise in another order."""
+    monkeypatch.setattr(speed_eval, "default_max_pairs", lambda device: 200)
+    library, plain = _library_and_plain(100)
+    assert (plain - library).abs().max() > 1e-3
 
 
 def test_speed_train_reports_the_same_optimizer_ratio_per_batch_size(tmp_path):
