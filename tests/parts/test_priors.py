@@ -53,8 +53,8 @@ def definition_gap(vae, z: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("guide", ["diagonal", "full_rank", "iaf"])
 def test_vamp_prior_is_the_mean_of_the_guides_posteriors(guide):
-    """Tomczak & Welling's p(z) = (1/K) sum_k q(z | u_k), flows included (the default)."""
-    vae = vamp_vae(guide)
+    """Tomczak & Welling's p(z) = (1/K) sum_k q(z | u_k), flows included (``"posterior"``)."""
+    vae = vamp_vae(guide, components="posterior")
     z = 1.5 * torch.randn(7, 3)
     assert definition_gap(vae, z) < 1e-5
     zz = torch.randn(2, 4, 3)  # particles x data points
@@ -80,11 +80,23 @@ def test_gaussian_components_are_the_guides_gaussian_before_its_flows():
 @pytest.mark.parametrize("guide", ["diagonal", "full_rank"])
 def test_both_component_options_agree_for_guides_without_flows(guide):
     torch.manual_seed(3)
-    a = vamp_vae(guide)
+    a = vamp_vae(guide, components="posterior")
     torch.manual_seed(3)
     b = vamp_vae(guide, components="gaussian")
     z = torch.randn(6, 3)
     torch.testing.assert_close(a.prior().log_prob(z), b.prior().log_prob(z))
+
+
+def test_gaussian_components_are_the_default_and_posterior_is_one_option_away():
+    """Issue #25: the exact prior with an IAF guide costs ~100x per step, so the default
+    mixes the guide's Gaussians; ``prior.components = "posterior"`` gives the definition.
+    """
+    default = vamp_vae("iaf")
+    assert default.prior.components == "gaussian"
+    assert isinstance(default.prior(), DiagonalNormalMixture)
+    assert definition_gap(default, 1.5 * torch.randn(7, 3)) > 1e-2  # not the definition
+    exact = vamp_vae("iaf", components="posterior")
+    assert definition_gap(exact, 1.5 * torch.randn(7, 3)) < 1e-5
 
 
 def test_vamp_with_a_diagonal_guide_uses_the_matrix_product_mixture():
@@ -100,8 +112,8 @@ def test_vamp_with_planar_flows_and_posterior_components_is_refused():
         match=r"components = \"posterior\".*ConditionedPlanar.*no inverse: set "
         r"prior.components = \"gaussian\"",
     ):
-        vamp_vae("planar")
-    vae = vamp_vae("planar", components="gaussian")
+        vamp_vae("planar", components="posterior")
+    vae = vamp_vae("planar")  # the default, "gaussian", needs no inverse
     assert torch.isfinite(vae.prior().log_prob(torch.randn(4, 3))).all()
     with pytest.raises(ConfigError, match='components must be "posterior" or'):
         vamp_vae("diagonal", components="flows")
