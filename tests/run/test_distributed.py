@@ -152,6 +152,19 @@ def test_one_step_on_two_processes_equals_one_step_on_one(two_processes, objecti
 
 
 @pytest.mark.slow
+def test_the_compiled_elbo_under_ddp_takes_the_one_process_step(tmp_path):
+    """Issue #25: under torchrun the trace ELBO runs compiled (TorchScript) with the networks
+    under DDP; its backward is autograd's, so DDP averages the gradients: the same step as
+    one process on the whole batch (itself compiled), with the same noise."""
+    launch(tmp_path, "onestep_jit")
+    ranks = [torch.load(tmp_path / f"onestep_jit_rank{r}.pt") for r in (0, 1)]
+    assert_same_step(reference("trace_jit"), ranks[0]["trace_jit"])
+    grads = [r["trace_jit"]["grads"] for r in ranks]
+    assert max_difference(*grads) == 0  # synchronised, not each rank's own
+    assert ranks[0]["trace_jit"]["row"]["world_size"] == 2
+
+
+@pytest.mark.slow
 def test_the_exactness_check_catches_wrong_shards_and_unscaled_gradients(
     two_processes,
 ):
