@@ -9,7 +9,7 @@ whose log-density is a few matrix products.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -151,7 +151,38 @@ class VampPrior(nn.Module):
         return torch.sigmoid(self.raw_pseudo)
 
     def forward(self) -> dist.Distribution:
-        return mixture_of(self.weights, self.encode(self.pseudo_inputs))
+        """The mixture. Without gradients (evaluation) it is kept and reused while no tensor it
+        depends on has changed (``_inputs_key``), so that evaluating many chunks encodes
+        the pseudo-inputs once, not once per chunk (10 ms of CPU per call at 500 pseudo-
+        inputs on the MNIST net). Never while tracing: a traced graph must compute it.
+        """
+        if torch.is_grad_enabled() or torch.jit.is_tracing():
+            return mixture_of(self.weights, self.encode(self.pseudo_inputs))
+        key = self._inputs_key()
+        kept = self.__dict__.get("_kept")
+        if kept is None or kept[0] != key:
+            kept = (key, mixture_of(self.weights, self.encode(self.pseudo_inputs)))
+            self.__dict__["_kept"] = kept
+        return kept[1]
+
+    def _inputs_key(self) -> Tuple:
+        """What the mixture is a function of: the encoding function, every parameter and
+        buffer of its module and of this prior (identity, storage and version counter, which
+        every in-place change bumps, an optimizer's step and ``load_state_dict`` included),
+        train/eval modes and autocast. (A write through ``.data`` bypasses the version
+        counter, as it bypasses autograd's checks.)"""
+        owner = getattr(self.encode, "__self__", None)
+        modules = [self] + ([owner] if isinstance(owner, nn.Module) else [])
+        tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+        device = self.raw_pseudo.device.type
+        return (
+            id(owner),
+            getattr(self.encode, "__func__", self.encode),
+            tuple((id(t), t.data_ptr(), t._version) for t in tensors),
+            tuple(m.training for module in modules for m in module.modules()),
+            torch.is_autocast_enabled(device),
+            torch.get_autocast_dtype(device),
+        )
 
 
 class FlowPrior(nn.Module):

@@ -223,3 +223,47 @@ def test_a_prior_registered_from_user_code_trains_and_is_the_model_s_prior(tmp_p
             cfg.load(None, {"prior.name": "user_laplace", "prior.width": 1.0})
     finally:
         del PRIORS._factories["user_laplace"]
+
+
+def _fresh_mixture(vae, z: torch.Tensor) -> torch.Tensor:
+    """log p(z) computed from scratch (with gradients on: never the kept mixture)."""
+    with torch.enable_grad():
+        return vae.prior().log_prob(z).detach()
+
+
+def test_the_vamp_mixture_is_kept_without_gradients_until_an_input_changes():
+    """Issue #25: evaluation reuses the encoded pseudo-inputs across chunks, and recomputes
+    them after anything they depend on changes."""
+    vae = vamp_vae("diagonal")
+    z = torch.randn(6, 3)
+    with torch.no_grad():
+        first = vae.prior()
+        assert vae.prior() is first  # kept
+        torch.testing.assert_close(first.log_prob(z), _fresh_mixture(vae, z))
+        vae.prior.raw_pseudo.add_(0.5)  # the pseudo-inputs move
+        assert vae.prior() is not first
+        torch.testing.assert_close(vae.prior().log_prob(z), _fresh_mixture(vae, z))
+    optimizer = torch.optim.Adam(vae.parameters(), lr=0.1)  # an optimizer's step
+    loss = -vae.prior().log_prob(z).sum()
+    assert loss.requires_grad  # with gradients: computed, never kept
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        torch.testing.assert_close(vae.prior().log_prob(z), _fresh_mixture(vae, z))
+    state = {k: v + 0.1 for k, v in vae.state_dict().items()}
+    vae.load_state_dict(state)  # a checkpoint loaded into the same modules
+    with torch.no_grad():
+        torch.testing.assert_close(vae.prior().log_prob(z), _fresh_mixture(vae, z))
+        vae.encoder = type(vae.encoder)(vae.arch)  # a swapped encoder
+        torch.testing.assert_close(vae.prior().log_prob(z), _fresh_mixture(vae, z))
+
+
+def test_the_kept_mixture_check_catches_a_key_that_misses_changes(monkeypatch):
+    monkeypatch.setattr(priors.VampPrior, "_inputs_key", lambda self: ())
+    vae = vamp_vae("diagonal")
+    z = torch.randn(6, 3)
+    with torch.no_grad():
+        vae.prior()
+        vae.prior.raw_pseudo.add_(0.5)
+        stale = vae.prior().log_prob(z)
+    assert (stale - _fresh_mixture(vae, z)).abs().max() > 1e-3
