@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pyro
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -143,3 +144,22 @@ def test_speed_train_attribution_runs_each_variant_with_its_parts_swapped_back()
         operations[densities, specialize] = graph_operations(graph)
     assert operations[True, True] < operations[False, True]
     assert operations[True, True] < operations[True, False]
+
+
+@pytest.mark.slow
+def test_speed_train_reports_the_torchrun_ratios_and_scaling(tmp_path):
+    """``--torchrun 1 2``: each process count's same-Adam ratio, its backend (gloo with two
+    CPU processes, none with one) and the 2-process scaling (issue #25)."""
+    summary = speed_train.main(
+        "--device cpu --batch-sizes 10 --rounds 1 --steps 3 --no-eager --torchrun 1 2"
+        " --json".split() + [str(tmp_path / "train.json")]
+    )
+    assert set(summary["torchrun_ratio_vs_torch_same_optimizer"]) == {"1", "2"}
+    assert all(
+        r > 0 for r in summary["torchrun_ratio_vs_torch_same_optimizer"].values()
+    )
+    runs = summary["torchrun"]
+    assert runs["1"]["backend"] is None and runs["1"]["world_size"] == 1
+    assert runs["2"]["backend"] == "gloo" and runs["2"]["world_size"] == 2
+    scaling = summary["torchrun_scaling_vs_1_process"]["2"]
+    assert set(scaling) == {"library", "library_eager", "torch_same_adam"}
