@@ -1,31 +1,42 @@
-"""The GPU check: GPU tests, a 2-process NCCL run, speed against plain PyTorch, the full MNIST test
-set at K = 5000, the cost of the per-step host sync, and bf16 against fp32; one JSON file.
+"""The GPU check: speed against plain PyTorch, the full MNIST test set at K = 5000, bf16 against
+fp32, then the GPU tests and a 2-process run; one JSON file, the figures first.
 
-Run it through ``benchmarks/gpu_check.sh`` (which bounds its time). Without CUDA it falls back to
-the CPU at tiny sizes (``--tiny``, what tests/run/test_distributed.py runs), so the script cannot rot.
+Run it through ``benchmarks/gpu_check.sh`` (which installs what a bare accelerator machine lacks
+from the wheels ``benchmarks/gpu_wheels.sh`` gathered, and bounds the whole run). Without CUDA it
+runs at tiny sizes on the CPU (``--tiny``, what tests/run/test_distributed.py runs), so the
+script cannot rot.
 
     python benchmarks/gpu_check.py --json OUT/gpu_check.json [--tiny] [--data-dir DIR]
 
-Sections of the JSON:
+Each section runs in a child process of its own under a time limit (``SECTIONS``: 460 s in
+all), in this order, and the JSON is rewritten after each one, so a slow start or a hung
+section costs only its own figures:
 
-- ``gpu_tests``: ``pytest -m gpu tests/test_gpu.py`` (exit status and pytest's summary line);
-- ``two_processes``: ``torchrun --nproc_per_node 2 -m pyro_vae.cli train`` on the device (NCCL on
-  two GPUs; on one GPU the two processes share it through gloo, since NCCL refuses two ranks on
-  one device), then ``pyro-vae evaluate`` sharded over the two, and that run's checkpoint
-  loaded on the CPU (the CUDA -> CPU round trip);
 - ``speed``: ``speed_train.compare`` at batch 100 and 1000 (the library's step against a plain
   PyTorch VAE step on the same device), plus the library step with the loss kept on the device
   (``TensorSVI``, as ``train.check_every > 1`` runs it) to measure the per-step ``loss.item()``;
 - ``evaluation``: seconds for importance-sampled log p(x) at K = 5000 on the 10,000 MNIST test
-  images (synthetic binary images of that size without the data), by the path ``pyro-vae
-  evaluate`` takes (blocks seeded by index);
+  images by the path ``pyro-vae evaluate`` takes (blocks seeded by index); ``source`` says
+  ``synthetic`` (binary images of that size) when ``--data-dir`` did not travel;
 - ``bf16``: test ELBO of one trained model under bf16 autocast and in fp32 with the same draws,
-  the difference against the fp32 estimate's standard error.
+  the difference against the fp32 estimate's standard error;
+- ``gpu_tests``: ``pytest -m gpu tests/test_gpu.py`` (exit status and pytest's summary line);
+- ``two_processes``: ``benchmarks/torchrun_steps.py`` on two processes (steps/s, and the
+  process group's ``backend`` as the ranks report it), then ``torchrun --nproc_per_node 2 -m
+  pyro_vae.cli train`` and ``evaluate`` on the device and that run's checkpoint loaded on the
+  CPU. The backend is NCCL on two or more GPUs and gloo on one (NCCL refuses two ranks on one
+  device; ``distributed.join`` picks gloo then): ``backend_expected`` says which and why, and
+  a run whose ranks report another backend is an error, never a silent fallback.
+
+``environment`` records the interpreter, torch, CUDA, and which of the library's dependencies
+import (and ``gpu_check.sh`` whether it installed the carried wheels).
 """
 
 import argparse
+import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -61,12 +72,22 @@ def command(args: List[str], timeout: float) -> Dict:
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
+    # a session of its own, so that a timeout ends the whole tree (torchrun's workers too)
+    child = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run(
-            args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-        )
-        rc, out = done.returncode, done.stdout + done.stderr
+        out, _ = child.communicate(timeout=timeout)
+        rc = child.returncode
     except subprocess.TimeoutExpired as err:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
         rc, out = 124, str(err)
     lines = [line for line in out.splitlines() if line.strip()]
     return {"rc": rc, "seconds": time.perf_counter() - began, "tail": lines[-6:]}
@@ -81,23 +102,45 @@ def gpu_tests(timeout: float) -> Dict:
     return result
 
 
+def expected_backend(device: torch.device) -> Dict:
+    """The process group two ranks on ``device`` should get (see ``distributed.join``)."""
+    if device.type == "cuda" and torch.cuda.device_count() >= 2:
+        return {"backend_expected": "nccl", "why": "two GPUs, one rank on each"}
+    if device.type == "cuda":
+        why = "one GPU: NCCL refuses two ranks on one device, so the ranks share it via gloo"
+        return {"backend_expected": "gloo", "why": why}
+    return {"backend_expected": "gloo", "why": "CPU"}
+
+
 def two_processes(out: Path, device: torch.device, tiny: bool, timeout: float) -> Dict:
     run = out / "two_process_run"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    result: Dict = {"gpus": torch.cuda.device_count(), **expected_backend(device)}
+    steps_json = out / "two_process_steps.json"
+    result["steps"] = command(
+        torchrun
+        + ["benchmarks/torchrun_steps.py", "--json", str(steps_json)]
+        + ["--device", device.type, "--batch", "100"]
+        + (["--rounds", "1", "--steps", "3"] if tiny else ["--rounds", "5"]),
+        timeout / 3,
+    )
+    if steps_json.is_file():
+        steps = json.loads(steps_json.read_text())
+        result["steps"].update(steps)
+        result["backend"] = steps["backend"]
     epochs = "1" if tiny else "3"
-    train = command(
+    result["train"] = command(
         torchrun
         + ["-m", "pyro_vae.cli", "train", "--epochs", epochs, "--device", device.type]
         + ["--no-progress", "--overwrite", "--out", str(run)],
-        timeout,
+        timeout / 3,
     )
-    evaluate = command(
+    result["evaluate"] = command(
         torchrun
         + ["-m", "pyro_vae.cli", "evaluate", str(run), "--device", device.type]
         + ["--num-samples", "50" if tiny else "1000"],
-        timeout,
+        timeout / 3,
     )
-    result = {"train": train, "evaluate": evaluate, "gpus": torch.cuda.device_count()}
     metrics = run / "metrics.jsonl"
     if metrics.is_file():
         rows = [json.loads(line) for line in metrics.read_text().splitlines()]
@@ -113,6 +156,11 @@ def two_processes(out: Path, device: torch.device, tiny: bool, timeout: float) -
         vae.load_state_dict(state["model"])
         result["checkpoint_on_cpu"] = all(
             p.device.type == "cpu" for p in vae.parameters()
+        )
+    if result.get("backend") != result["backend_expected"]:
+        result["error"] = (
+            f"the ranks ran on backend {result.get('backend')!r}, expected "
+            f"{result['backend_expected']!r} ({result['why']})"
         )
     return result
 
@@ -237,6 +285,65 @@ def bf16(device: torch.device, tiny: bool) -> Dict:
     }
 
 
+# section: seconds it may take (full sizes; 460 in all, inside gpu_check.sh's 480)
+SECTIONS = {
+    "speed": 100,
+    "evaluation": 120,
+    "bf16": 60,
+    "gpu_tests": 60,
+    "two_processes": 120,
+}
+
+
+# the CPU dry run checks that every section runs, not how fast: on a loaded shared CPU its
+# sections may take several times the GPU budget
+TINY_SLACK = 5
+
+
+def run_section(name: str, args: argparse.Namespace, device: torch.device) -> Dict:
+    """Section ``name`` in this process (the child ``main`` starts for it)."""
+    out = args.json.parent
+    if name == "speed":
+        return speed(device, args.tiny)  # type: ignore[return-value]
+    if name == "evaluation":
+        return evaluation(device, args.tiny, args.data_dir)
+    if name == "bf16":
+        return bf16(device, args.tiny)
+    if name == "gpu_tests":
+        return gpu_tests(SECTIONS[name] - 10)
+    return two_processes(out, device, args.tiny, SECTIONS[name] - 10)
+
+
+def in_child(name: str, args: argparse.Namespace) -> Dict:
+    """Section ``name`` in a child process, killed after its ``SECTIONS`` seconds."""
+    part = args.json.parent / f"section_{name}.json"
+    part.unlink(missing_ok=True)
+    words = [sys.executable, str(Path(__file__).resolve()), "--json", str(part)]
+    words += ["--section", name, "--data-dir", args.data_dir]
+    limit = SECTIONS[name] * (TINY_SLACK if args.tiny else 1)
+    result = command(words + (["--tiny"] if args.tiny else []), limit)
+    if part.is_file():
+        return json.loads(part.read_text())
+    if result["rc"] == 124:
+        return {"error": f"over its time limit of {limit} s", **result}
+    return {"error": f"the section's process failed (exit {result['rc']})", **result}
+
+
+def environment(installed: str) -> Dict:
+    found = {}
+    for module in ("pyro", "pyroapi", "opt_einsum", "tomli_w", "numpy", "tqdm"):
+        found[module] = importlib.util.find_spec(module) is not None
+    for module in ("matplotlib", "sklearn", "PIL", "pytest"):
+        found[module] = importlib.util.find_spec(module) is not None
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "wheels": installed,
+        "imports": found,
+    }
+
+
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, required=True)
@@ -244,33 +351,30 @@ def main(argv=None) -> Dict:
         "--tiny", action="store_true", help="CPU-fallback sizes (seconds)"
     )
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--step-timeout", type=float, default=240)
+    parser.add_argument(
+        "--section", choices=list(SECTIONS), help="run one section here"
+    )
+    parser.add_argument("--installed", default="", help="what gpu_check.sh installed")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    out = args.json.parent
-    out.mkdir(parents=True, exist_ok=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    if args.section:  # a child: one section, its JSON or its error
+        try:
+            result = run_section(args.section, args, device)
+        except Exception as err:  # report it: the parent records the section as failed
+            result = {"error": f"{type(err).__name__}: {err}"}
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        return result
     summary: Dict = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "tiny": args.tiny,
+        "environment": environment(args.installed),
+        "seconds": {},
     }
-    sections = {
-        "gpu_tests": lambda: gpu_tests(args.step_timeout),
-        "two_processes": lambda: two_processes(
-            out, device, args.tiny, args.step_timeout
-        ),
-        "speed": lambda: speed(device, args.tiny),
-        "evaluation": lambda: evaluation(device, args.tiny, args.data_dir),
-        "bf16": lambda: bf16(device, args.tiny),
-    }
-    for name, section in sections.items():
+    for name in SECTIONS:
         began = time.perf_counter()
-        try:
-            summary[name] = section()
-        except (
-            Exception
-        ) as err:  # report and go on: one failed section must not hide the rest
-            summary[name] = {"error": f"{type(err).__name__}: {err}"}
-        summary.setdefault("seconds", {})[name] = time.perf_counter() - began
+        summary[name] = in_child(name, args)
+        summary["seconds"][name] = time.perf_counter() - began
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

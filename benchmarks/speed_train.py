@@ -364,6 +364,14 @@ def main(argv=None) -> Dict:
         action="store_true",
         help="also the library without its densities, its graph specialization, or both",
     )
+    parser.add_argument(
+        "--torchrun",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also the step under torchrun with these process counts on the CPU (gloo), "
+        "global batch 100 (benchmarks/torchrun_steps.py)",
+    )
     args = parser.parse_args(argv)
     devices = chosen_devices(parser, args)
     rounds = args.rounds or (5 if args.quick else 21)
@@ -407,7 +415,46 @@ def main(argv=None) -> Dict:
         },
         "results": results,
     }
+    if args.torchrun:
+        summary.update(torchrun_figures(args.torchrun, rounds, base_steps))
     return finish(summary, args, argv)
+
+
+def torchrun_figures(counts: List[int], rounds: int, steps: int) -> Dict:
+    """The step under torchrun with each process count: the same-Adam ratio (rank 0's CPU
+    time per round; the wall-time ratio is in ``torchrun``), and the group's steps/s (wall
+    time) with N processes over steps/s with 1."""
+    import torchrun_steps
+
+    runs = {str(n): torchrun_steps.launch(n, 100, rounds, steps) for n in counts}
+    for n, run in runs.items():
+        print(
+            f"torchrun {n} process(es), batch 100: library "
+            f"{run['library']['ratio_vs_torch_same_optimizer_cpu']:.3f}x, eager "
+            f"{run['library_eager']['ratio_vs_torch_same_optimizer_cpu']:.3f}x the plain "
+            f"step with the same Adam (CPU time; wall "
+            f"{run['library']['ratio_vs_torch_same_optimizer']:.3f}x; "
+            f"{run['backend'] or 'no process group'})",
+            flush=True,
+        )
+    out: Dict = {
+        "torchrun": runs,
+        "torchrun_ratio_vs_torch_same_optimizer": {
+            n: run["library"]["ratio_vs_torch_same_optimizer_cpu"]
+            for n, run in runs.items()
+        },
+    }
+    if "1" in runs:
+        one = runs["1"]
+        out["torchrun_scaling_vs_1_process"] = {
+            n: {
+                name: run[name]["steps_per_s_wall"] / one[name]["steps_per_s_wall"]
+                for name in ("library", "library_eager", "torch_same_adam")
+            }
+            for n, run in runs.items()
+            if n != "1"
+        }
+    return out
 
 
 if __name__ == "__main__":

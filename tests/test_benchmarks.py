@@ -5,10 +5,14 @@ import math
 import sys
 from pathlib import Path
 
+import pyro
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "infer"))  # test_jit_elbo's helper
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent / "infer")
+)  # test_jit_elbo's helper
 
 import speed_eval  # noqa: E402
 import speed_parts  # noqa: E402
@@ -41,6 +45,33 @@ def test_speed_eval_runs_and_writes_its_figures(tmp_path):
     assert fresh["library_no_prepare_heap"]["images_per_s"] > 0
     assert summary["ratio_vs_torch_fresh_processes"] > 0
     assert summary["prepare_heap_speedup_fresh_processes"] > 0
+    assert set(summary["ratio_vs_fair_plain"]) == {"20", "10"}
+    assert summary["ratio_vs_fair_plain"]["20"] == summary["ratio_vs_torch"]
+
+
+def _library_and_plain(k: int):
+    cpu = torch.device("cpu")
+    vae, x = speed_eval.make_vae(cpu), speed_eval.images(3, cpu)
+    pyro.set_rng_seed(0)
+    library = speed_eval.library_estimate(vae, x, k)
+    pyro.set_rng_seed(0)
+    return library, speed_eval.torch_estimate(vae, x, k)
+
+
+def test_the_fair_plain_sampler_computes_the_librarys_numbers_on_the_same_draws():
+    """The baseline does the library's algebra: same seed, same estimates (one image per
+    chunk at K = 5000, a matrix-vector product; 50 images per chunk at K = 100)."""
+    for k in (5000, 100):
+        library, plain = _library_and_plain(k)
+        torch.testing.assert_close(plain, library, rtol=1e-6, atol=0)
+
+
+def test_the_fair_plain_check_catches_a_baseline_at_another_chunk_budget(monkeypatch):
+    """Injected bug: the plain sampler chunks at another budget than the library (2 of the 3
+    images per chunk at K = 100), so it draws its noise in another order."""
+    monkeypatch.setattr(speed_eval, "default_max_pairs", lambda device: 200)
+    library, plain = _library_and_plain(100)
+    assert (plain - library).abs().max() > 1e-3
 
 
 def test_speed_train_reports_the_same_optimizer_ratio_per_batch_size(tmp_path):
@@ -113,3 +144,22 @@ def test_speed_train_attribution_runs_each_variant_with_its_parts_swapped_back()
         operations[densities, specialize] = graph_operations(graph)
     assert operations[True, True] < operations[False, True]
     assert operations[True, True] < operations[True, False]
+
+
+@pytest.mark.slow
+def test_speed_train_reports_the_torchrun_ratios_and_scaling(tmp_path):
+    """``--torchrun 1 2``: each process count's same-Adam ratio, its backend (gloo with two
+    CPU processes, none with one) and the 2-process scaling (issue #25)."""
+    summary = speed_train.main(
+        "--device cpu --batch-sizes 10 --rounds 1 --steps 3 --no-eager --torchrun 1 2"
+        " --json".split() + [str(tmp_path / "train.json")]
+    )
+    assert set(summary["torchrun_ratio_vs_torch_same_optimizer"]) == {"1", "2"}
+    assert all(
+        r > 0 for r in summary["torchrun_ratio_vs_torch_same_optimizer"].values()
+    )
+    runs = summary["torchrun"]
+    assert runs["1"]["backend"] is None and runs["1"]["world_size"] == 1
+    assert runs["2"]["backend"] == "gloo" and runs["2"]["world_size"] == 2
+    scaling = summary["torchrun_scaling_vs_1_process"]["2"]
+    assert set(scaling) == {"library", "library_eager", "torch_same_adam"}

@@ -20,16 +20,20 @@ chunks so that memory stays bounded. Sums run in float64.
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
-import pyro.ops.jit
+import pyro
 import torch
 from pyro.poutine.util import is_validation_enabled
 
+from pyro_vae.estimate.chunks import (  # noqa: F401  (ChunkWeights, worth_compiling: re-exported)
+    ChunkWeights,
+    shared_chunk_weights,
+    worth_compiling,
+)
 from pyro_vae.estimate.pareto import KHAT_BLOCK, MIN_TAIL, pareto_khat, tail_size
-from pyro_vae.infer.jit_elbo import call_with_store_params, compiled_graph, compiling
 from pyro_vae.infer.traces import log_weights
-from pyro_vae.process import forked_rng
+from pyro_vae.process import forked_rng, prepare_heap
 
 # (particle, data point) pairs per chunk when the caller does not say: on the CPU one MNIST image
 # with K = 5000 draws (16 MB per full-size temporary); on a GPU, ten times as many per kernel
@@ -52,101 +56,6 @@ class MarginalEstimate:
     ess: torch.Tensor
     num_samples: int
     khat: Optional[torch.Tensor] = None
-
-
-# When compiling pays (CPU, 784-200-200-50 net, one thread; `python benchmarks/speed_eval.py
-# --chunk-costs --threads 1`): a compiled chunk saves 0.7-2.7 ms (the Python of tracing and
-# replaying the programs, and their bookkeeping ops) and compiling costs 25-200 ms, growing with
-# the chunk: repaid after 48 chunks of 1 pair, 25-37 of 100-1,000 pairs, 47-59 of 2,500 and 74
-# of 5,000. Rule: 48 chunks plus one per 200 pairs of a chunk.
-MIN_CHUNKS_TO_COMPILE = 48
-PAIRS_PER_EXTRA_CHUNK = 200
-
-
-def worth_compiling(chunks: int, chunk_pairs: int, dtype: torch.dtype) -> bool:
-    """Whether ``chunks`` chunks of ``chunk_pairs`` (particle, row) pairs each repay their
-    compilation (see above). Never for float64 data: a trace turns shape arithmetic into
-    float32 scalars (d log(2 pi) in ``MultivariateNormal``'s density), an error of 1e-8
-    relative, below float32's rounding but not float64's."""
-    needed = MIN_CHUNKS_TO_COMPILE + chunk_pairs // PAIRS_PER_EXTRA_CHUNK
-    return chunks >= needed and dtype != torch.float64
-
-
-class ChunkWeights:
-    """``log_weights`` of one chunk, optionally compiled once per chunk shape.
-
-    Traced and replayed Pyro programs cost a fixed ~0.5 ms of Python per chunk on the CPU
-    (handler messages for every parameter of ``pyro.module``, plates, trace nodes, distribution
-    objects) whatever the chunk's size. Compiled with ``torch.jit.trace`` (Pyro's
-    ``pyro.ops.jit.trace``, which passes the parameters in by name), a chunk is one TorchScript
-    graph instead; compiling costs a few chunks' time, so it pays from tens of chunks on. The
-    programs' structure must not depend on the data (every registered part qualifies).
-    Compiling runs the programs three more times; those draws come from a forked random
-    stream, so the draws that count are the eager ones, in count and value. A program that
-    TorchScript cannot trace is evaluated eagerly when compiling was not asked for explicitly
-    (``required=False``). One instance can serve several calls of ``log_marginal_likelihood``
-    on the same model and guide (``chunk_weights``), as long as no module changes in between
-    except for its parameters' values.
-    """
-
-    def __init__(
-        self,
-        model: Callable,
-        guide: Callable,
-        plate: str = "data",
-        compile: bool = True,
-        required: bool = False,
-    ):
-        self.model, self.guide, self.plate = model, guide, plate
-        self.compile, self.required = compile, required
-        self.compiled: Dict[Tuple, Callable] = {}
-
-    def __call__(self, k: int, xb: torch.Tensor) -> torch.Tensor:
-        if not self.compile:
-            return log_weights(self.model, self.guide, k, xb, plate=self.plate)
-        key = (k, tuple(xb.shape), xb.dtype, xb.device)
-        with torch.jit.optimized_execution(False):  # autograd-free; no profiling passes
-            fn = self.compiled.get(key)
-            if fn is None:
-                try:
-                    fn = self._compile(k, xb)
-                except Exception:
-                    if self.required:
-                        raise
-                    self.compile = False  # an eager run raises any real error again
-                    return self(k, xb)
-                self.compiled[key] = fn
-            return fn(xb)
-
-    def _compile(self, k: int, xb: torch.Tensor) -> Callable:
-        model, guide, plate = self.model, self.guide, self.plate
-        fn = pyro.ops.jit.trace(
-            lambda x: log_weights(model, guide, k, x, plate=plate),
-            ignore_warnings=True,
-        )
-        with compiling(xb):
-            fn(xb)
-        return CompiledChunk(fn, xb)
-
-
-class CompiledChunk:
-    """A chunk's TorchScript graph (from ``pyro.ops.jit.trace``, specialized to the chunk's
-    shape by ``jit_elbo.compiled_graph``), called with the parameter store's current tensors
-    (``jit_elbo.call_with_store_params``). Pyro's own call looks each parameter up through
-    ``pyro.param`` (constraint transforms, handler messages): ~0.3 ms per chunk, 3% of a
-    1,000-pair MNIST chunk. The graph's inputs are the parameters named in ``names``, in that
-    order, then x."""
-
-    def __init__(self, fn: "pyro.ops.jit.CompiledFunction", x: torch.Tensor):
-        self.graph, names = compiled_graph(fn, (x,), {})
-        self.names = list(names)
-        self.fn = fn
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        result = call_with_store_params(self.graph, self.names, (x,))
-        return (
-            self.fn(x) if result is None else result
-        )  # Pyro's path names what is missing
 
 
 class _Accumulator:
@@ -209,10 +118,15 @@ def log_marginal_likelihood(
     With ``khat`` (and K >= 50), the Pareto k-hat of each row's weights is computed from its
     M + 1 largest log-weights, kept per chunk with ``topk`` (see the module docstring).
 
-    ``jit`` compiles each chunk's computation (see ``ChunkWeights``): True always, False
-    never, None (default) when the call's full chunks repay compiling (``worth_compiling``).
-    ``chunk_weights`` (for ``model``, ``guide`` and ``plate``) replaces that choice and keeps
-    its compiled chunks over calls.
+    ``jit`` compiles each chunk's computation (``chunks.ChunkWeights``): True always, False
+    never, None (default) a chunk shape once the calls on this model and guide have
+    evaluated it often enough to repay compiling (``chunks.worth_compiling``); the compiled
+    chunks are kept with the model (``chunks.shared_chunk_weights``), so repeated calls
+    reuse them. ``chunk_weights`` (for ``model``, ``guide`` and ``plate``) replaces that
+    choice.
+
+    On the CPU the process's heap is prepared first (``process.prepare_heap``, once per
+    process), so that each chunk's temporaries are reused rather than faulted in afresh.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -230,18 +144,14 @@ def log_marginal_likelihood(
     # place, 6 epochs of training then 1,000 test images in one process stayed at 1.08 GB.
     out = torch.full((4, n), float("nan"), dtype=torch.float64, device=x.device)
     keep = tail_size(num_samples) + 1 if khat and num_samples >= 5 * MIN_TAIL else 0
-    full_chunks = (n // batch_size) * (num_samples // chunk)
-    weights = chunk_weights or ChunkWeights(
-        model,
-        guide,
-        plate,
-        compile=(
-            jit
-            if jit is not None
-            else worth_compiling(full_chunks, batch_size * chunk, x.dtype)
-        ),
-        required=bool(jit),
-    )
+    if chunk_weights is not None:
+        weights = chunk_weights
+    elif jit is None:
+        weights = shared_chunk_weights(model, guide, plate)
+    else:
+        weights = ChunkWeights(model, guide, plate, compile=jit, required=jit)
+    if x.device.type == "cpu":
+        prepare_heap()
     # each row's M + 1 largest log-weights, fitted KHAT_BLOCK rows at a time (one fit per row
     # batch cost ~10% of a K = 100 evaluation in small fixed costs)
     top = x.new_empty((keep, n), dtype=torch.float64) if keep else None

@@ -190,6 +190,14 @@ class JitTrace_ELBO(pyro.infer.JitTrace_ELBO):
             lambda: parent(model, guide, *args, **kwargs),
         )
 
+    def differentiable_loss(self, model, guide, *args, **kwargs):
+        """The loss's value with the surrogate loss's gradient. Pyro 1.9.2 returns ``loss +
+        (surrogate - surrogate.detach())``, but its compiled ``loss`` is not detached: for
+        reparameterized sites both carry the ELBO's gradient, which came out doubled (what
+        ``TensorSVI`` under DDP or with ``train.check_every > 1`` differentiates)."""
+        loss, surrogate = self.loss_and_surrogate_loss(model, guide, *args, **kwargs)
+        return loss.detach() + (surrogate - surrogate.detach())
+
 
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
     """Pyro 1.9.2's ``JitTraceMeanField_ELBO`` stores its compiled loss as

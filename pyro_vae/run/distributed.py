@@ -18,10 +18,12 @@ the single-process loss is a sum over the B rows, so each rank's loss is multipl
 
     (1/N) sum_r d(N L_r)/d theta = d(sum_r L_r)/d theta = d L_batch / d theta,
 
-the same step as one process on the whole batch. TorchScript-compiled ELBOs (``jit``) are not
-used under DDP (DDP's gradient hooks need the eager graph) nor under bf16 autocast: ``jit`` is
-switched off there. ``TensorSVI.step`` returns the loss as a device tensor, so the loop needs
-no host synchronisation per step (``train.check_every``).
+the same step as one process on the whole batch. TorchScript-compiled ELBOs (``jit``) run
+under DDP too: the graph runs under ``optimized_execution(False)``, so its backward pass is
+autograd's and DDP's gradient hooks fire as in eager mode; under bf16 autocast ``jit`` is
+switched off (a trace cannot capture autocast's casts of parameters). ``TensorSVI.step``
+returns the loss as a device tensor, so the loop needs no host synchronisation per step
+(``train.check_every``).
 
 Random streams: rank r seeds torch, NumPy and Python with ``rank_seed(seed, r)`` (rank 0 keeps
 ``seed``, so a one-process run is unchanged); the checkpoint records every rank's state and a

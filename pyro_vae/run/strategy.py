@@ -90,8 +90,9 @@ class SingleProcess:
         if not self.needs_tensor_loss(config):
             return make_svi(vae, config)
         optimizer = ModuleOptimizer(vae, config.train.lr)
-        # torch.jit.trace cannot capture autocast's casts of parameters, nor DDP's hooks
-        eager = self.world_size > 1 or config.train.precision != "fp32"
+        # torch.jit.trace cannot capture autocast's casts of parameters; under DDP the
+        # compiled ELBO runs as is (its backward is autograd's, so DDP's hooks fire)
+        eager = config.train.precision != "fp32"
         elbo = build_objective(config, eager=eager)
         return self._tensor_svi(vae, optimizer, elbo), optimizer
 

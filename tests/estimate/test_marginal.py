@@ -18,6 +18,7 @@ from pyro_vae.checks.analytic_models import (
     set_perturbed_diagonal_guide,
     true_model,
 )
+from pyro_vae.estimate import chunks as chunk_module
 from pyro_vae.estimate import marginal, pareto
 from pyro_vae.estimate.marginal import log_marginal_likelihood
 from pyro_vae.infer.objectives import IWAE
@@ -185,15 +186,24 @@ def test_compiling_is_automatic_from_enough_chunks_and_falls_back_for_untraceabl
     x32 = x.float()
     log_marginal_likelihood(
         vae.model, vae.guide, x32[:2], 100, max_pairs=100
-    )  # 2 chunks
+    )  # 2 chunks of (100 particles, 1 row): eager
+    (weights,) = made  # one automatic instance, kept with the model
+    assert weights.compile is None and not weights.compiled
+    log_marginal_likelihood(vae.model, vae.guide, x32[:1], 4500, max_pairs=100)  # 45
+    assert not weights.compiled  # 2 + 45 chunks of that shape seen; 48 repay it
+    log_marginal_likelihood(vae.model, vae.guide, x32[:1], 200, max_pairs=100)
+    assert len(made) == 1 and len(weights.compiled) == 1  # the calls counted together
     log_marginal_likelihood(vae.model, vae.guide, x32[:4], 2500, max_pairs=100)  # 100
-    assert [w.compile for w in made] == [False, True]
+    assert len(made) == 1 and len(weights.compiled) == 1  # the same shape: reused
+    vae.eval()  # another mode: a fresh instance, nothing traced in the old mode reused
+    log_marginal_likelihood(vae.model, vae.guide, x32[:1], 100, max_pairs=100)
+    assert len(made) == 2 and not made[1].compiled
+    vae.train()
     assert not marginal.worth_compiling(10**6, 100, torch.float64)  # float64: eager
     assert marginal.worth_compiling(73, 5000, torch.float32)
     assert not marginal.worth_compiling(72, 5000, torch.float32)
     assert marginal.worth_compiling(48, 1, torch.float32)
     assert not marginal.worth_compiling(47, 1, torch.float32)
-    assert len(made[1].compiled) == 1
 
     def data_dependent_guide(x):  # Python control flow on a value: not traceable
         with pyro.plate("data", x.shape[0]):
@@ -215,7 +225,7 @@ def test_compiling_is_automatic_from_enough_chunks_and_falls_back_for_untraceabl
         "_compile",
         lambda *a: (_ for _ in ()).throw(RuntimeError),
     )
-    auto = log_marginal_likelihood(model, data_dependent_guide, data, 50, max_pairs=10)
+    auto = log_marginal_likelihood(model, data_dependent_guide, data, 50, max_pairs=1)
     assert made[-1].compile is False and torch.isfinite(auto.log_marginal).all()
     with pytest.raises(RuntimeError):
         log_marginal_likelihood(model, data_dependent_guide, data, 50, jit=True)
@@ -271,17 +281,26 @@ def test_global_latents_are_refused_with_an_explanation():
 
 
 def test_cpu_evaluation_prepares_the_heap(truth, x, monkeypatch):
-    """``evaluate`` (what ``pyro-vae evaluate`` runs) sets the process's heap up; the math
-    module itself no longer does."""
+    """``log_marginal_likelihood`` itself sets the process's heap up on the CPU, so direct
+    callers of the Python function get it (and so ``evaluate``, which calls it)."""
     from pyro_vae import process
-    from pyro_vae.estimate import evaluate
 
     vae = linear_vae(truth, "diagonal")
     monkeypatch.setattr(process, "_heap_prepared", False)
     log_marginal_likelihood(vae.model, vae.guide, x, 10)
-    assert not process._heap_prepared
-    evaluate.importance_sampled(vae, x[:3], 10, 0)
     assert process._heap_prepared
+
+
+def test_heap_check_catches_a_marginal_that_skips_the_preparation(
+    truth, x, monkeypatch
+):
+    from pyro_vae import process
+
+    vae = linear_vae(truth, "diagonal")
+    monkeypatch.setattr(process, "_heap_prepared", False)
+    monkeypatch.setattr(marginal, "prepare_heap", lambda: None)
+    log_marginal_likelihood(vae.model, vae.guide, x, 10)
+    assert not process._heap_prepared
 
 
 @pytest.mark.skipif(
@@ -356,7 +375,8 @@ def khat_from_recorded_draws(truth, x, monkeypatch, rows=3, batch_size=3):
         chunks.append(log_weights(*args, **kwargs))
         return chunks[-1]
 
-    monkeypatch.setattr(marginal, "log_weights", recording)
+    monkeypatch.setattr(marginal, "log_weights", recording)  # the validation pass
+    monkeypatch.setattr(chunk_module, "log_weights", recording)  # the eager chunks
     estimate = log_marginal_likelihood(
         vae.model,
         vae.guide,

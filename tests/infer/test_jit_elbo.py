@@ -6,7 +6,13 @@ import pytest
 import torch
 from test_objectives import binary, small_vae
 
-from pyro_vae.infer.jit_elbo import _hashable_args_kwargs, _model_ids, specialized
+from pyro_vae.infer.jit_elbo import (
+    JitTrace_ELBO,
+    _hashable_args_kwargs,
+    _model_ids,
+    specialized,
+)
+from pyro_vae.infer.objectives import build_objective
 from pyro_vae.infer.schedules import step_args
 from pyro_vae.run.svi import make_svi
 
@@ -121,3 +127,48 @@ def test_without_torchscripts_passes_the_trace_itself_is_used(monkeypatch):
     monkeypatch.setattr(torch._C, "_jit_pass_peephole", missing)
     traced = torch.jit.trace(lambda x: x * 2, (torch.ones(3),))
     assert specialized(traced) is traced
+
+
+def _two_gradients():
+    """From the same seed and parameters, the compiled trace ELBO's gradients two ways:
+    through ``differentiable_loss`` (what ``TensorSVI`` differentiates: DDP, bf16,
+    ``train.check_every > 1``) and through ``loss_and_grads`` (Pyro's surrogate loss, what
+    ``ModuleSVI`` steps), and the two losses."""
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    config, vae = small_vae("trace", "standard_normal", "iaf")
+    vae.release_params()
+    elbo = build_objective(config)
+    args = step_args(binary(6), 0.7, 1.0)
+    elbo.differentiable_loss(vae.model, vae.guide, *args)  # compiles
+    names, params = zip(*vae.named_parameters())
+    torch.manual_seed(3)
+    loss = elbo.differentiable_loss(vae.model, vae.guide, *args)
+    through_loss = torch.autograd.grad(loss, params)
+    torch.manual_seed(3)
+    value = elbo.loss_and_grads(vae.model, vae.guide, *args)
+    surrogate = [p.grad for p in params]
+    return (
+        loss.item(),
+        value,
+        dict(zip(names, through_loss)),
+        dict(zip(names, surrogate)),
+    )
+
+
+def test_the_compiled_differentiable_loss_has_the_surrogate_losss_gradient():
+    """Issue #25: Pyro's JitTrace_ELBO.differentiable_loss doubled the gradient (its compiled
+    loss is not detached); now its value is the loss and its gradient the surrogate's.
+    """
+    loss, value, through_loss, surrogate = _two_gradients()
+    assert loss == pytest.approx(value, rel=1e-6)
+    for name, grad in surrogate.items():
+        torch.testing.assert_close(through_loss[name], grad, rtol=1e-5, atol=1e-6)
+
+
+def test_the_gradient_check_catches_pyros_doubled_differentiable_loss(monkeypatch):
+    parent = pyro.infer.JitTrace_ELBO.differentiable_loss
+    monkeypatch.setattr(JitTrace_ELBO, "differentiable_loss", parent)
+    _, _, through_loss, surrogate = _two_gradients()
+    for name, grad in surrogate.items():
+        torch.testing.assert_close(through_loss[name], 2 * grad, rtol=1e-5, atol=1e-6)

@@ -53,8 +53,8 @@ def definition_gap(vae, z: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("guide", ["diagonal", "full_rank", "iaf"])
 def test_vamp_prior_is_the_mean_of_the_guides_posteriors(guide):
-    """Tomczak & Welling's p(z) = (1/K) sum_k q(z | u_k), flows included (the default)."""
-    vae = vamp_vae(guide)
+    """Tomczak & Welling's p(z) = (1/K) sum_k q(z | u_k), flows included (``"posterior"``)."""
+    vae = vamp_vae(guide, components="posterior")
     z = 1.5 * torch.randn(7, 3)
     assert definition_gap(vae, z) < 1e-5
     zz = torch.randn(2, 4, 3)  # particles x data points
@@ -80,11 +80,23 @@ def test_gaussian_components_are_the_guides_gaussian_before_its_flows():
 @pytest.mark.parametrize("guide", ["diagonal", "full_rank"])
 def test_both_component_options_agree_for_guides_without_flows(guide):
     torch.manual_seed(3)
-    a = vamp_vae(guide)
+    a = vamp_vae(guide, components="posterior")
     torch.manual_seed(3)
     b = vamp_vae(guide, components="gaussian")
     z = torch.randn(6, 3)
     torch.testing.assert_close(a.prior().log_prob(z), b.prior().log_prob(z))
+
+
+def test_gaussian_components_are_the_default_and_posterior_is_one_option_away():
+    """Issue #25: the exact prior with an IAF guide costs ~100x per step, so the default
+    mixes the guide's Gaussians; ``prior.components = "posterior"`` gives the definition.
+    """
+    default = vamp_vae("iaf")
+    assert default.prior.components == "gaussian"
+    assert isinstance(default.prior(), DiagonalNormalMixture)
+    assert definition_gap(default, 1.5 * torch.randn(7, 3)) > 1e-2  # not the definition
+    exact = vamp_vae("iaf", components="posterior")
+    assert definition_gap(exact, 1.5 * torch.randn(7, 3)) < 1e-5
 
 
 def test_vamp_with_a_diagonal_guide_uses_the_matrix_product_mixture():
@@ -100,8 +112,8 @@ def test_vamp_with_planar_flows_and_posterior_components_is_refused():
         match=r"components = \"posterior\".*ConditionedPlanar.*no inverse: set "
         r"prior.components = \"gaussian\"",
     ):
-        vamp_vae("planar")
-    vae = vamp_vae("planar", components="gaussian")
+        vamp_vae("planar", components="posterior")
+    vae = vamp_vae("planar")  # the default, "gaussian", needs no inverse
     assert torch.isfinite(vae.prior().log_prob(torch.randn(4, 3))).all()
     with pytest.raises(ConfigError, match='components must be "posterior" or'):
         vamp_vae("diagonal", components="flows")
@@ -211,3 +223,47 @@ def test_a_prior_registered_from_user_code_trains_and_is_the_model_s_prior(tmp_p
             cfg.load(None, {"prior.name": "user_laplace", "prior.width": 1.0})
     finally:
         del PRIORS._factories["user_laplace"]
+
+
+def _fresh_mixture(vae, z: torch.Tensor) -> torch.Tensor:
+    """log p(z) computed from scratch (with gradients on: never the kept mixture)."""
+    with torch.enable_grad():
+        return vae.prior().log_prob(z).detach()
+
+
+def test_the_vamp_mixture_is_kept_without_gradients_until_an_input_changes():
+    """Issue #25: evaluation reuses the encoded pseudo-inputs across chunks, and recomputes
+    them after anything they depend on changes."""
+    vae = vamp_vae("diagonal")
+    z = torch.randn(6, 3)
+    with torch.no_grad():
+        first = vae.prior()
+        assert vae.prior() is first  # kept
+        torch.testing.assert_close(first.log_prob(z), _fresh_mixture(vae, z))
+        vae.prior.raw_pseudo.add_(0.5)  # the pseudo-inputs move
+        assert vae.prior() is not first
+        torch.testing.assert_close(vae.prior().log_prob(z), _fresh_mixture(vae, z))
+    optimizer = torch.optim.Adam(vae.parameters(), lr=0.1)  # an optimizer's step
+    loss = -vae.prior().log_prob(z).sum()
+    assert loss.requires_grad  # with gradients: computed, never kept
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        torch.testing.assert_close(vae.prior().log_prob(z), _fresh_mixture(vae, z))
+    state = {k: v + 0.1 for k, v in vae.state_dict().items()}
+    vae.load_state_dict(state)  # a checkpoint loaded into the same modules
+    with torch.no_grad():
+        torch.testing.assert_close(vae.prior().log_prob(z), _fresh_mixture(vae, z))
+        vae.encoder = type(vae.encoder)(vae.arch)  # a swapped encoder
+        torch.testing.assert_close(vae.prior().log_prob(z), _fresh_mixture(vae, z))
+
+
+def test_the_kept_mixture_check_catches_a_key_that_misses_changes(monkeypatch):
+    monkeypatch.setattr(priors.VampPrior, "_inputs_key", lambda self: ())
+    vae = vamp_vae("diagonal")
+    z = torch.randn(6, 3)
+    with torch.no_grad():
+        vae.prior()
+        vae.prior.raw_pseudo.add_(0.5)
+        stale = vae.prior().log_prob(z)
+    assert (stale - _fresh_mixture(vae, z)).abs().max() > 1e-3

@@ -3,6 +3,8 @@ one-process reference). Not a test module itself.
 
 ``python -m torch.distributed.run ... tests/run/distributed_worker.py OUT MODE...`` with modes:
 
+* ``onestep_jit``: the same for the compiled (``jit``) trace ELBO only, into
+  OUT/onestep_jit_rank<r>.pt.
 * ``onestep``: one SVI step of the default digits VAE on one global batch for each objective
   (trace, meanfield, iwae), with "the same noise" as one process (see ``FixedNoise``), plus two
   deliberately broken variants; rank r saves its parameters and gradients to OUT.
@@ -39,6 +41,7 @@ OBJECTIVES = {
     "meanfield": {"objective.name": "meanfield", "objective.jit": False},
     "iwae": {"objective.name": "iwae"},
 }
+COMPILED = {"trace_jit": {"objective.name": "trace", "objective.jit": True}}
 FAST = {"model.hidden": [64], "model.latent_dim": 4, "train.batch_size": 250}
 
 
@@ -77,7 +80,8 @@ def first_rows_only(self, batch):  # the injected bug: every rank takes the firs
 
 def one_step(objective: str, rows: slice, bug: str = ""):
     """Parameters, gradients and train objective after one step on the first BATCH rows."""
-    config = cfg.load(None, {**OBJECTIVES[objective], "train.epochs": 1})
+    options = {**OBJECTIVES, **COMPILED}[objective]
+    config = cfg.load(None, {**options, "train.epochs": 1})
     full = data.load(config.data)
     ds = dataclasses.replace(full, train=full.train[:BATCH])
     vae = build(config, ds.data_dim)
@@ -130,6 +134,11 @@ def main(out: Path, modes):
     if "onestep_trace" in modes:
         torch.save(
             {"trace": one_step("trace", rows_of_rank())}, out / f"onestep_rank{rank}.pt"
+        )
+    if "onestep_jit" in modes:  # the compiled ELBO under DDP (issue #25)
+        torch.save(
+            {"trace_jit": one_step("trace_jit", rows_of_rank())},
+            out / f"onestep_jit_rank{rank}.pt",
         )
     if "resume" in modes:
         run(out / "straight", 3)

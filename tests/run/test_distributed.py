@@ -152,6 +152,19 @@ def test_one_step_on_two_processes_equals_one_step_on_one(two_processes, objecti
 
 
 @pytest.mark.slow
+def test_the_compiled_elbo_under_ddp_takes_the_one_process_step(tmp_path):
+    """Issue #25: under torchrun the trace ELBO runs compiled (TorchScript) with the networks
+    under DDP; its backward is autograd's, so DDP averages the gradients: the same step as
+    one process on the whole batch (itself compiled), with the same noise."""
+    launch(tmp_path, "onestep_jit")
+    ranks = [torch.load(tmp_path / f"onestep_jit_rank{r}.pt") for r in (0, 1)]
+    assert_same_step(reference("trace_jit"), ranks[0]["trace_jit"])
+    grads = [r["trace_jit"]["grads"] for r in ranks]
+    assert max_difference(*grads) == 0  # synchronised, not each rank's own
+    assert ranks[0]["trace_jit"]["row"]["world_size"] == 2
+
+
+@pytest.mark.slow
 def test_the_exactness_check_catches_wrong_shards_and_unscaled_gradients(
     two_processes,
 ):
@@ -374,7 +387,9 @@ def test_torchrun_environment_without_a_rendezvous_is_refused(monkeypatch):
 
 @pytest.mark.slow
 def test_the_gpu_check_script_runs_in_its_cpu_fallback(tmp_path):
-    """benchmarks/gpu_check.sh at tiny sizes on the CPU: every section runs and reports."""
+    """benchmarks/gpu_check.sh at tiny sizes on the CPU: every section runs, in its own
+    process, in the order the figures come first, and reports; the 2-process run records
+    the backend its ranks used."""
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
     env = {**environment(), "PYTHON": sys.executable, "TINY": "1"}
     done = subprocess.run(
@@ -382,14 +397,19 @@ def test_the_gpu_check_script_runs_in_its_cpu_fallback(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=LAUNCH_TIMEOUT,
+        timeout=2400,  # a few minutes on an idle CPU; sections in children of their own
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     failed = [k for k, v in report.items() if isinstance(v, dict) and "error" in v]
     assert report["tiny"] and not failed, report
+    sections = ["speed", "evaluation", "bf16", "gpu_tests", "two_processes"]
+    assert list(report["seconds"]) == sections
+    assert report["environment"]["imports"]["pyro"]
     assert report["gpu_tests"]["rc"] == 0
     pair = report["two_processes"]
+    assert pair["backend"] == pair["backend_expected"] == "gloo"
+    assert pair["steps"]["world_size"] == 2 and pair["steps"]["rc"] == 0
     assert pair["train"]["rc"] == 0 and pair["evaluate"]["rc"] == 0
     assert pair["world_sizes"] == [2] and pair["checkpoint_on_cpu"]
     assert [s["batch_size"] for s in report["speed"]] == [100, 1000]
@@ -397,7 +417,25 @@ def test_the_gpu_check_script_runs_in_its_cpu_fallback(tmp_path):
         assert s["library"]["steps_per_s"] > 0 and s["torch"]["steps_per_s"] > 0
         assert s["library_no_host_sync"]["steps_per_s"] > 0
     assert report["evaluation"]["images_per_s"] > 0
+    assert report["evaluation"]["source"] in ("binarized-mnist test set", "synthetic")
     assert abs(report["bf16"]["difference"]) < 1.0  # nats, on a one-epoch model
+
+
+def test_the_gpu_check_refuses_to_start_without_its_wheels(tmp_path):
+    """On a machine that lacks pyro-ppl & co. and got no wheel folder, one clear line."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
+    env = {**environment(), "PYTHON": sys.executable, "FORCE_WHEELS": "1"}
+    env["WHEELS"] = str(tmp_path / "no_wheels")
+    done = subprocess.run(
+        ["bash", str(script), str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "run benchmarks/gpu_wheels.sh" in done.stderr
+    assert not (tmp_path / "out" / "gpu_check.json").exists()
 
 
 def test_restore_rng_gives_each_rank_its_recorded_stream_or_a_derived_one():
