@@ -80,6 +80,12 @@ def title(markdown: str) -> str:
 
 
 def on_config(config):
+    generated = ("API reference", "Tutorials")
+    config["nav"] = [  # idempotent: mkdocs serve may hand a config back for a rebuild
+        e
+        for e in config["nav"]
+        if not (isinstance(e, dict) and set(e) & set(generated))
+    ]
     reference = reference_pages()
     config["nav"].append(
         {"API reference": [{title(md): uri} for uri, md in reference.items()]}
