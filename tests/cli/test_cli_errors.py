@@ -239,6 +239,7 @@ def test_idx_files_of_no_images_or_of_different_sizes(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_20x20_idx_images_train_plot_and_resume_and_evaluate_after_the_data_moved(
     tmp_path, capsys
 ):

@@ -122,6 +122,7 @@ def test_the_net_sees_a_wrong_value(tmp_path, monkeypatch):
     assert len(found) == 1 and found[0].startswith("kl at epoch 1"), found
 
 
+@pytest.mark.slow
 def test_a_resumed_run_logs_each_epoch_once(tmp_path, monkeypatch):
     run = tmp_path / "run"
     assert train(run, "--epochs", "2") == 0  # without TensorBoard at first
@@ -137,6 +138,7 @@ def test_a_resumed_run_logs_each_epoch_once(tmp_path, monkeypatch):
     assert any("steps [1, 2, 3, 4, 1," in m for m in mismatches(run)), mismatches(run)
 
 
+@pytest.mark.slow
 def test_off_by_default_and_a_new_run_moves_the_old_log_aside(tmp_path):
     run = tmp_path / "run"
     assert train(run, "--epochs", "1") == 0

@@ -57,6 +57,7 @@ def test_projection_keeps_the_axis_of_largest_variance():
     assert torch.equal(flat, z[:, :2])
 
 
+@pytest.mark.slow
 def test_every_figure_is_written_for_a_colour_model(tmp_path):
     x = (np.random.default_rng(0).random((60, 3, 4, 4)) < 0.4).astype(np.float32)
     model = api.Model(latent_dim=3, hidden=[16], epochs=1, batch_size=20).fit(
