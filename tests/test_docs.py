@@ -3,6 +3,7 @@ warning (a broken link, a page missing from the nav, a docstring mkdocstrings ca
 fails the build. Needs the docs extra (mkdocs, mkdocstrings[python]); skipped without it.
 """
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,10 +18,9 @@ pytest.importorskip("mkdocstrings")
 pytest.importorskip("mkdocstrings_handlers.python")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "docs"))
-import hooks  # noqa: E402  (docs/hooks.py: the generated pages)
-
-sys.path.remove(str(ROOT / "docs"))
+SPEC = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+hooks = importlib.util.module_from_spec(SPEC)  # docs/hooks.py: the generated pages
+SPEC.loader.exec_module(hooks)
 DEAD = "http://127.0.0.1:9"  # a proxy that refuses every connection: the build must not need one
 
 
