@@ -64,6 +64,7 @@ def test_importing_the_cli_imports_neither_torch_nor_pyro():
     assert helped.returncode == 0 and "train" in helped.stdout
 
 
+@pytest.mark.slow
 def test_the_import_check_sees_an_eager_import():
     """Injected bug: a package that imports its parts eagerly (as it did) fails the check."""
     eager = "import pyro_vae, pyro_vae.cli; from pyro_vae import vae"
@@ -182,6 +183,7 @@ def registry_sizes_in_a_fresh_process(prelude: str = "") -> str:
     return out.stdout.strip()
 
 
+@pytest.mark.slow
 def test_registries_list_their_parts_without_importing_them_first():
     """Tests parametrize over PRIORS.names() at collection: a lazy package import must not
     leave the registries empty there (the all-pairs test collapsed to nothing)."""

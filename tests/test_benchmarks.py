@@ -1,4 +1,5 @@
-"""The benchmark scripts run end to end (tiny sizes) and write the figures their README names."""
+"""The benchmark scripts run end to end (tiny sizes) and write the figures their README names.
+All slow: they time real work, at least a few seconds each."""
 
 import json
 import math
@@ -20,6 +21,8 @@ import speed_train  # noqa: E402
 from test_jit_elbo import graph_operations  # noqa: E402
 
 from pyro_vae.registry import GUIDES, OBJECTIVES, PRIORS  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 
 def test_speed_eval_runs_and_writes_its_figures(tmp_path):

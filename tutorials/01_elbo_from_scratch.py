@@ -39,21 +39,18 @@
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import SVI, Trace_ELBO
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import pyro.distributions as dist  # noqa: E402
-import torch  # noqa: E402
-from pyro.infer import SVI, Trace_ELBO  # noqa: E402
-
-from pyro_vae.checks.analytic import (  # noqa: E402
+from pyro_vae.checks.analytic import (
     LinearGaussian,
     gaussian_kl_to_standard_normal,
 )
-from pyro_vae.infer import traces  # noqa: E402
-from pyro_vae.viz import plots  # noqa: E402
+from pyro_vae.infer import traces
+from pyro_vae.viz import plots
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
@@ -247,7 +244,7 @@ c.bar(
 c.set_xticks(ticks.tolist(), names, fontsize=8)
 c.set(ylabel="nats", title="the two KLs are different quantities")
 c.legend(fontsize=8)
-plots.save(fig, FIGURES / "01_two_kls.png")
+saved = plots.save(fig, FIGURES / "01_two_kls.png")
 
 # %% [markdown]
 # ## Fact 3: the ELBO surface peaks at the posterior
@@ -351,4 +348,4 @@ ax.set(
     title="the ELBO over q = N(m, s^2): its maximum is the posterior",
 )
 ax.legend(fontsize=8, loc="lower right")
-plots.save(fig, FIGURES / "01_elbo_surface.png")
+saved = plots.save(fig, FIGURES / "01_elbo_surface.png")

@@ -33,22 +33,18 @@
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from torch import nn
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import pyro.distributions as dist  # noqa: E402
-import torch  # noqa: E402
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO  # noqa: E402
-from torch import nn  # noqa: E402
-
-from pyro_vae import config  # noqa: E402
-from pyro_vae import data  # noqa: E402
-from pyro_vae.estimate import diagnostics  # noqa: E402
-from pyro_vae.models import vae  # noqa: E402
-from pyro_vae.run import train  # noqa: E402
-from pyro_vae.viz import plots  # noqa: E402
+from pyro_vae import config, data
+from pyro_vae.estimate import diagnostics
+from pyro_vae.models import vae
+from pyro_vae.run import train
+from pyro_vae.viz import plots
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
@@ -161,7 +157,7 @@ print(
     f"library VAE after {EPOCHS} epochs: test ELBO {metrics[-1]['test_elbo']:.2f} nats, "
     f"KL {metrics[-1]['kl']:.2f}, reconstruction {metrics[-1]['reconstruction']:.2f}"
 )
-plots.training_curves(metrics, FIGURES / "02_training_curves.png")
+saved = plots.training_curves(metrics, FIGURES / "02_training_curves.png")
 
 # %% [markdown]
 # ## The reparameterization trick
@@ -282,7 +278,7 @@ ax.set(
     title="variance of the encoder's ELBO gradient (±2 SE)\none batch of 100 test digits, trained VAE",
 )
 ax.tick_params(axis="x", labelsize=8)
-plots.save(fig, FIGURES / "02_gradient_variance.png")
+saved = plots.save(fig, FIGURES / "02_gradient_variance.png")
 
 # %% [markdown]
 # ## Reconstructions and samples
@@ -295,7 +291,7 @@ plots.save(fig, FIGURES / "02_gradient_variance.png")
 # %%
 pyro.set_rng_seed(2)
 shown = x_test[:12]
-plots.image_grid(
+saved = plots.image_grid(
     [
         ("test digits", shown),
         ("reconstructions", net.reconstruct(shown)),

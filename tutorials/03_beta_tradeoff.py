@@ -31,19 +31,15 @@
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pyro
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-
-from pyro_vae import config  # noqa: E402
-from pyro_vae import data  # noqa: E402
-from pyro_vae.estimate import diagnostics  # noqa: E402
-from pyro_vae.models import vae  # noqa: E402
-from pyro_vae.run import train  # noqa: E402
-from pyro_vae.viz import plots  # noqa: E402
+from pyro_vae import config, data
+from pyro_vae.estimate import diagnostics
+from pyro_vae.models import vae
+from pyro_vae.run import train
+from pyro_vae.viz import plots
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
@@ -159,7 +155,7 @@ for ax, (label, images) in zip(axes, rows):
     ax.set(xticks=[], yticks=[])
     ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
 axes[0].set_title("reconstructions E[x | z], z ~ q(z | x), as β grows", fontsize=10)
-plots.save(fig, FIGURES / "03_reconstructions_by_beta.png")
+saved = plots.save(fig, FIGURES / "03_reconstructions_by_beta.png")
 
 # %% [markdown]
 # ## Remedy 1: KL warm-up
@@ -286,4 +282,4 @@ c.set(
     title=f"training at β = {COLLAPSED_BETA:g}",
 )
 c.legend(fontsize=8)
-plots.save(fig, FIGURES / "03_rate_distortion_and_collapse.png")
+saved = plots.save(fig, FIGURES / "03_rate_distortion_and_collapse.png")

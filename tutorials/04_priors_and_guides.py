@@ -41,20 +41,16 @@ import math
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pyro
+import torch
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from pyro_vae import config  # noqa: E402
-from pyro_vae import data  # noqa: E402
-from pyro_vae.estimate import diagnostics, marginal  # noqa: E402
-from pyro_vae.models import vae  # noqa: E402
-from pyro_vae.run import train  # noqa: E402
-from pyro_vae.viz import plots  # noqa: E402
+from pyro_vae import config, data
+from pyro_vae.estimate import diagnostics, marginal
+from pyro_vae.models import vae
+from pyro_vae.run import train
+from pyro_vae.viz import plots
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
@@ -218,7 +214,9 @@ for (prior, guide), r in runs.items():
     )
     ax.set(xlim=(-reach, reach), ylim=(-reach, reach), aspect="equal")
 fig.colorbar(dots, ax=axes, ticks=range(10), label="digit label", shrink=0.6)
-plots.save(fig, FIGURES / "04_latent_by_prior_and_guide.png", dpi=90, tight=False)
+saved = plots.save(
+    fig, FIGURES / "04_latent_by_prior_and_guide.png", dpi=90, tight=False
+)
 
 # %% [markdown]
 # ## Holes in the latent space
@@ -364,4 +362,4 @@ for row, prior in enumerate(["standard_normal", "vamp"]):
         xticks=[],
         yticks=[],
     )
-plots.save(fig, FIGURES / "04_holes.png")
+saved = plots.save(fig, FIGURES / "04_holes.png")

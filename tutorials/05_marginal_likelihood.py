@@ -38,22 +38,18 @@ import math
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pyro
+import pyro.distributions as dist
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import pyro.distributions as dist  # noqa: E402
-import torch  # noqa: E402
-
-from pyro_vae import config  # noqa: E402
-from pyro_vae import data  # noqa: E402
-from pyro_vae.checks.analytic import LinearGaussian  # noqa: E402
-from pyro_vae.estimate import marginal  # noqa: E402
-from pyro_vae.infer import traces  # noqa: E402
-from pyro_vae.models import vae  # noqa: E402
-from pyro_vae.run import train  # noqa: E402
-from pyro_vae.viz import plots  # noqa: E402
+from pyro_vae import config, data
+from pyro_vae.checks.analytic import LinearGaussian
+from pyro_vae.estimate import marginal
+from pyro_vae.infer import traces
+from pyro_vae.models import vae
+from pyro_vae.run import train
+from pyro_vae.viz import plots
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
@@ -326,7 +322,7 @@ b.set(
     title="effective sample size per data point",
 )
 b.legend(fontsize=8)
-plots.save(fig, FIGURES / "05_linear_gaussian_ladder.png")
+saved = plots.save(fig, FIGURES / "05_linear_gaussian_ladder.png")
 
 # %% [markdown]
 # ## Part 2: a VAE on digits
@@ -381,4 +377,4 @@ ax.set(
     ylabel="test digits",
     title="digits VAE: effective sample size per test digit",
 )
-plots.save(fig, FIGURES / "05_digits_ess.png")
+saved = plots.save(fig, FIGURES / "05_digits_ess.png")

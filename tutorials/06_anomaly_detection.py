@@ -28,19 +28,15 @@ import math
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pyro
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-
-from pyro_vae import config  # noqa: E402
-from pyro_vae import data  # noqa: E402
-from pyro_vae.estimate import marginal  # noqa: E402
-from pyro_vae.models import vae  # noqa: E402
-from pyro_vae.run import train  # noqa: E402
-from pyro_vae.viz import plots  # noqa: E402
+from pyro_vae import config, data
+from pyro_vae.estimate import marginal
+from pyro_vae.models import vae
+from pyro_vae.run import train
+from pyro_vae.viz import plots
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
@@ -290,7 +286,7 @@ fig.suptitle(
 )
 plots.save(fig, FIGURES / "06_why_log_p.png")
 
-plots.image_grid(
+saved = plots.image_grid(
     [(name, x[:10]) for name, x in inputs.items()],
     digits.image_shape,
     FIGURES / "06_inputs.png",

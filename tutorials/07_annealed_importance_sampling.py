@@ -42,24 +42,20 @@ import math
 import os
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pyro
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-
-from pyro_vae import config, data  # noqa: E402
-from pyro_vae.checks.analytic_models import (  # noqa: E402
+from pyro_vae import config, data
+from pyro_vae.checks.analytic_models import (
     linear_vae,
     set_perturbed_diagonal_guide,
     true_model,
 )
-from pyro_vae.estimate import ais  # noqa: E402
-from pyro_vae.estimate import amortization, marginal  # noqa: E402
-from pyro_vae.models import vae  # noqa: E402
-from pyro_vae.run import train  # noqa: E402
-from pyro_vae.viz import plots  # noqa: E402
+from pyro_vae.estimate import ais, amortization, marginal
+from pyro_vae.models import vae
+from pyro_vae.run import train
+from pyro_vae.viz import plots
 
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
@@ -136,7 +132,7 @@ b.plot(range(101), betas, label="sigmoid")
 b.plot(range(101), ais.schedule(100, "linear"), label="linear")
 b.set(xlabel="t", ylabel="beta_t", title="schedules (T = 100)")
 b.legend()
-plots.save(fig, FIGURES / "07_path.png")
+saved = plots.save(fig, FIGURES / "07_path.png")
 
 # %% [markdown]
 # ## Check 1: IS from the poor encoder underestimates; AIS does not, at equal compute
@@ -254,7 +250,7 @@ b.set(
     title="BDMC sandwich, simulated data",
 )
 b.legend(fontsize=8)
-plots.save(fig, FIGURES / "07_ais_vs_is_and_bdmc.png")
+saved = plots.save(fig, FIGURES / "07_ais_vs_is_and_bdmc.png")
 
 # %% [markdown]
 # ## Part 2: the amortization gap on digits
@@ -330,4 +326,4 @@ ax.bar(
     color=["C0", "C1"],
 )
 ax.set(ylabel="nats per digit", title=f"AIS - ELBO = {a_mean - e_mean:.2f} nats, split")
-plots.save(fig, FIGURES / "07_digits_gaps.png")
+saved = plots.save(fig, FIGURES / "07_digits_gaps.png")

@@ -128,6 +128,12 @@ def parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing run in --out"
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--tensorboard",
+        action="store_const",
+        const=True,
+        help="log scalars, figures and the config to OUT/tensorboard/ (needs tensorboard)",
+    )
 
     e = sub.add_parser(
         "evaluate", help="log p(x) by importance sampling, bounds and diagnostics"

@@ -40,6 +40,7 @@ FLAGS = {
     "reconstruction_weight": "train.reconstruction_weight",
     "device": "train.device",
     "seed": "train.seed",
+    "tensorboard": "train.tensorboard",
 }
 
 
@@ -79,7 +80,7 @@ def train(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace, run, main: bool) -> None:
     from pyro_vae import data, models
     from pyro_vae.data import record as data_record
-    from pyro_vae.run import distributed
+    from pyro_vae.run import distributed, tensorboard
     from pyro_vae.run import train as training
     from pyro_vae.viz.figures import write_figures
 
@@ -138,6 +139,7 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
         dataset.test_labels,
         metrics,
     )
+    tensorboard.log_figures(config, run_dir, written, metrics[-1]["epoch"])
     print(
         f"wrote {run_dir}/: config.toml, metrics.jsonl, checkpoint.pt, data.json, "
         + ", ".join(p.name for p in written)

@@ -65,6 +65,7 @@ class TrainConfig:
     )
     precision: str = "fp32"  # "bf16": bfloat16 autocast in the training step
     check_every: int = 1  # steps between host synchronisations (loss NaN checks)
+    tensorboard: bool = False  # log scalars, figures, config to RUN/tensorboard/
 
 
 PARTS = {

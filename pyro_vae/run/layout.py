@@ -8,6 +8,7 @@ CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = (
 )
 BEST_FILE = "best.pt"  # the checkpoint of the epoch with the highest validation ELBO
 LOCK_FILE = ".lock"
+TENSORBOARD_DIR = "tensorboard"  # the TensorBoard log (train.tensorboard = true)
 # the files a run writes: a new run moves these (and nothing else) aside
 RUN_FILES = (
     CONFIG_FILE,
@@ -21,5 +22,6 @@ RUN_FILES = (
     "samples.png",
     "bound_ladder.png",
     "kl_per_dim.png",
+    TENSORBOARD_DIR,
 )
 REPLACED, REPLACING = ".replaced", ".replaced.partial"

@@ -49,7 +49,7 @@ from pyro_vae.run.lock import lock, unlock
 
 PathLike = Union[str, Path]
 # config keys that may differ between a checkpoint and the run that resumes it
-RESUMABLE = ("train.epochs", "data.data_dir")
+RESUMABLE = ("train.epochs", "data.data_dir", "train.tensorboard")
 
 _HELD: Dict[Path, "RunDir"] = {}  # run directories this process holds locked
 
@@ -169,8 +169,9 @@ class RunDir:
         if changed:
             raise TrainingError(
                 f"cannot resume '{self.path}': the config differs from the checkpoint's in "
-                f"{', '.join(changed)}; only {' and '.join(RESUMABLE)} may change when "
-                f"resuming (start a new run with another --out for other changes)"
+                f"{', '.join(changed)}; only {', '.join(RESUMABLE[:-1])} and "
+                f"{RESUMABLE[-1]} may change when resuming (start a new run with another "
+                f"--out for other changes)"
             )
         if state["epoch"] >= config.train.epochs:
             raise TrainingError(

@@ -26,7 +26,7 @@ from pyro_vae.estimate.diagnostics import elbo_terms
 from pyro_vae.infer.schedules import kl_weight, step_args
 from pyro_vae.models.vae import VAE
 from pyro_vae.process import resolve_device
-from pyro_vae.run import checkpoint, rundir, strategy
+from pyro_vae.run import checkpoint, rundir, strategy, tensorboard
 from pyro_vae.run.layout import (  # noqa: F401  (re-exported: the run files)
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -78,7 +78,10 @@ def fit(
         raise TrainingError("resuming needs the run directory: pass --out RUN_DIR")
     runner = strategy.start(resolve_device(config.train.device))
     with rundir.opened(run_dir if runner.is_main else None) as run:
-        return _fit(vae, data, config, runner, run, run_dir, resume, progress)
+        with tensorboard.session(config, run_dir) as board:
+            return _fit(
+                vae, data, config, runner, run, run_dir, resume, progress, board
+            )
 
 
 def _fit(
@@ -90,6 +93,7 @@ def _fit(
     run_dir: Optional[Path],
     resume: bool,
     progress: bool,
+    board: tensorboard.Board,
 ) -> List[Dict]:
     t = config.train
     device = runner.device
@@ -114,6 +118,7 @@ def _fit(
         metrics, start_epoch = state["metrics"], state["epoch"] + 1
     else:
         runner.seed(t.seed)
+    board.start(run_dir if run is not None else None, metrics)
 
     n = train_x.shape[0]
     batch = min(t.batch_size, n)
@@ -178,6 +183,7 @@ def _fit(
                     "config": config.to_dict(),
                 }
                 run.commit(state)
+            board.log(metrics)
     return metrics
 
 

@@ -8,6 +8,7 @@ inline backend keeps working). Images are rows of flattened pixels; ``shape`` is
 shape, (C, H, W) with C = 1 (grey) or 3 (colour), (H, W), or (D,) for flat data.
 """
 
+import io
 import math
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -20,19 +21,30 @@ Decoder = Callable[[torch.Tensor], torch.Tensor]  # z (n, latent) -> E[x | z] (n
 
 
 def in_notebook() -> bool:
-    """Whether the code runs under IPython (a notebook or console), where figures show inline."""
+    """Whether the code runs under an IPython front end that shows PNG images (a Jupyter
+    kernel; a terminal IPython shows text only)."""
     try:
         from IPython import get_ipython
     except ImportError:
         return False
-    return get_ipython() is not None
+    shell = get_ipython()
+    return shell is not None and "image/png" in shell.display_formatter.active_types
 
 
-def show_inline(fig: Figure) -> None:
-    """Show ``fig`` in the notebook's output (IPython's rich display)."""
-    from IPython.display import display
+def show_inline(fig: Figure, path: Path, dpi: int = 110) -> None:
+    """Show ``fig`` in the notebook's output as a PNG image: the file at ``path`` when it is
+    one, else ``fig`` rendered at ``dpi``. The image is handed to IPython as PNG bytes, so it
+    shows whatever matplotlib backend is selected (``display(fig)`` needs the inline backend's
+    formatter, and under the Agg backend shows only ``<Figure size ...>``)."""
+    from IPython.display import Image, display
 
-    display(fig)
+    if path.suffix.lower() == ".png":
+        data = path.read_bytes()
+    else:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        data = buffer.getvalue()
+    display(Image(data=data, format="png"))
 
 
 def save(fig: Figure, path: Path, dpi: int = 110, tight: bool = True) -> Path:
@@ -45,7 +57,7 @@ def save(fig: Figure, path: Path, dpi: int = 110, tight: bool = True) -> Path:
         fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     if in_notebook():
-        show_inline(fig)
+        show_inline(fig, path, dpi)
     if hasattr(fig, "number"):  # a pyplot figure: release it from pyplot's registry
         import matplotlib.pyplot as plt
 

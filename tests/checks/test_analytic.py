@@ -211,7 +211,7 @@ def test_exact_posterior_guide_every_single_sample_elbo_is_log_marginal(problem)
         S.exact_posterior_checks,
         S.estimator_checks,
         CO.objective_checks,
-        CM.iwae_checks,
+        pytest.param(CM.iwae_checks, marks=pytest.mark.slow),
         CM.marginal_checks,
     ],
     ids=lambda suite: suite.__name__,
@@ -252,6 +252,7 @@ def _mismatched_linear_vae(monkeypatch, factor: float) -> None:
         monkeypatch.setattr(module, "linear_vae", mismatched)
 
 
+@pytest.mark.slow
 def test_checks_fail_when_the_vae_is_not_the_closed_form_model(problem, monkeypatch):
     truth, x, _, _, generator = problem
     _mismatched_linear_vae(monkeypatch, 1.02)
@@ -270,6 +271,7 @@ def test_checks_fail_when_the_vae_is_not_the_closed_form_model(problem, monkeypa
         assert not objective_rows[f"{case}: loss / N"].passed, case
 
 
+@pytest.mark.slow
 def test_objective_checks_fail_for_a_wrong_closed_form_gradient(problem, monkeypatch):
     """Scale the closed form's gradient by 1.05 only (the loss value is kept): the gradient
     rows, not the loss rows, must fail."""
@@ -294,6 +296,7 @@ def test_objective_checks_fail_for_a_wrong_closed_form_gradient(problem, monkeyp
     assert sum(not row.passed for row in along) >= len(along) - 1
 
 
+@pytest.mark.slow
 def test_iwae_check_fails_for_a_bound_that_forgets_the_one_over_k(problem, monkeypatch):
     truth, x, _, _, generator = problem
     estimate = CM.log_marginal_likelihood

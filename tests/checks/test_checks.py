@@ -56,6 +56,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_check_command_prints_a_passing_table_and_leaves_the_rngs_alone(capsys):
     states = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
     assert main(["check"]) == 0

@@ -142,6 +142,7 @@ def test_device_cuda_without_gpu_and_malformed_toml(tmp_path, capsys):
     assert "is not valid TOML" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_existing_runs_are_not_overwritten_by_accident(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert main(["train", *FAST, "--epochs", "1", "--out", run]) == 0
@@ -161,6 +162,7 @@ def test_debug_shows_the_traceback(tmp_path):
         main(["--debug", "train", "--prior", "nope", "--out", str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_train_evaluate_sample_on_an_npz_of_colour_images(tmp_path, capsys):
     import numpy as np
 
@@ -220,6 +222,7 @@ def test_a_run_trained_on_other_data_than_its_config_names_is_refused(tmp_path, 
     assert "does not fit its config" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_a_reader_that_closes_the_pipe_early_gets_no_error(tmp_path):
     """`pyro-vae list | head -1`: the CLI stops quietly (exit 0, nothing on stderr), where it
     printed `error: Broken pipe` before."""

@@ -238,6 +238,7 @@ def test_idx_files_of_no_images_or_of_different_sizes(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_20x20_idx_images_train_plot_and_resume_and_evaluate_after_the_data_moved(
     tmp_path, capsys
 ):
@@ -296,7 +297,8 @@ def test_resume_with_another_config_names_the_differing_keys(trained, tmp_path, 
     assert refused(capsys, [*resume, "--config", str(other)]) == (
         f"cannot resume '{run}': the config differs from the checkpoint's in "
         f"model.latent_dim (2 -> 5), prior.name ('standard_normal' -> 'vamp'); only "
-        f"train.epochs and data.data_dir may change when resuming (start a new run with "
+        f"train.epochs, data.data_dir and train.tensorboard may change when resuming "
+        f"(start a new run with "
         f"another --out for other changes)"
     )
     assert refused(capsys, [*resume, "--epochs", "3", "--lr", "0.5"]).startswith(

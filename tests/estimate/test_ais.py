@@ -74,6 +74,7 @@ def test_exact_identity_catches_a_wrong_temperature_increment(monkeypatch):
     assert (fwd.log_marginal - truth.log_marginal(x)).abs().max() > 1e-3
 
 
+@pytest.mark.slow
 def test_ais_check_rows_all_pass():
     rows = ais_checks.ais_checks("cpu")
     failed = [r.quantity for r in rows if not r.passed]
@@ -88,6 +89,7 @@ def test_ais_check_rows_all_pass():
     "bug",
     ["no_metropolis", "increment_scaled"],
 )
+@pytest.mark.slow
 def test_accuracy_and_bdmc_rows_catch_injected_bugs(bug, monkeypatch):
     """Dropping the Metropolis test (every leapfrog proposal kept, step sizes adapted as
     usual), or weights 5% off the right temperature increment: the rows fail."""
@@ -116,6 +118,7 @@ def test_reverse_bound_sits_above_forward_on_simulated_data():
     assert ((fwd.acceptance > 0.3) & (fwd.acceptance < 1)).all()
 
 
+@pytest.mark.slow
 def test_local_q_reaches_the_best_diagonal_elbo():
     """The best diagonal q for the linear-Gaussian posterior: m = mu(x), s_j^2 = 1 / Lambda_jj
     (``analytic.elbo_grad``). The local SVI fit reaches its ELBO within 4 SE; the encoder's ELBO
@@ -146,6 +149,7 @@ def test_amortization_gap_needs_a_diagonal_guide():
         amortization.amortization_gap(vae.model, vae.guide, x, steps=1)
 
 
+@pytest.mark.slow
 def test_evaluate_method_both_writes_ais_bdmc_and_gaps(tmp_path, capsys):
     run = tmp_path / "run"
     fast = ["--epochs", "1", "--latent-dim", "2", "--set", "model.hidden=[16]"]

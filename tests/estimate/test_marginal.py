@@ -307,6 +307,7 @@ def test_heap_check_catches_a_marginal_that_skips_the_preparation(
     sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
     reason="glibc's allocator",
 )
+@pytest.mark.slow
 def test_prepared_heap_reuses_chunk_sized_temporaries_without_page_faults():
     # three 16 MB tensors alive at once, then freed, 20 times: an evaluation chunk's pattern.
     # In a fresh process glibc handed them back to the OS and faulted them in again in 1 to 20

@@ -76,6 +76,7 @@ def test_dreg_keeps_the_model_gradient_and_changes_only_the_guide_gradient():
     )
 
 
+@pytest.mark.slow
 def test_dreg_guide_gradient_is_unbiased_for_the_iwae_gradient():
     """E[DReG] = E[IWAE gradient] for the guide: compare means over repeats within 4 SE."""
     vae = small_vae()

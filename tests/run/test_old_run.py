@@ -46,6 +46,7 @@ def test_evaluate_reproduces_the_old_codes_numbers(run):
         assert got[key] == pytest.approx(want[key], rel=1e-6), key
 
 
+@pytest.mark.slow
 def test_training_resumes_the_old_run(run, monkeypatch):
     # Without --device: resuming refuses any config change but train.epochs and
     # data.data_dir (as the old code did), and the old run's config says device = "auto";

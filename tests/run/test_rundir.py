@@ -387,6 +387,7 @@ def test_sigint_while_starting_is_one_line(tmp_path, cli):
     assert err == "interrupted while starting; nothing was written\n"
 
 
+@pytest.mark.slow
 def test_the_nets_catch_what_they_are_for(tmp_path, capsys, monkeypatch):
     """Injected bugs: without repair a kill's leftovers stay (assert_consistent fails);
     without flock a second writer gets in."""

@@ -57,6 +57,7 @@ def test_projection_keeps_the_axis_of_largest_variance():
     assert torch.equal(flat, z[:, :2])
 
 
+@pytest.mark.slow
 def test_every_figure_is_written_for_a_colour_model(tmp_path):
     x = (np.random.default_rng(0).random((60, 3, 4, 4)) < 0.4).astype(np.float32)
     model = api.Model(latent_dim=3, hidden=[16], epochs=1, batch_size=20).fit(
@@ -83,7 +84,7 @@ def test_save_shows_the_figure_inline_only_under_ipython(tmp_path, monkeypatch):
 
     shown = []
     monkeypatch.setattr(plots, "in_notebook", lambda: True)
-    monkeypatch.setattr(plots, "show_inline", lambda fig: shown.append(fig))
+    monkeypatch.setattr(plots, "show_inline", lambda fig, *a: shown.append(fig))
     fig = Figure()
     fig.subplots().plot([0, 1])
     plots.save(fig, tmp_path / "a.png")
@@ -91,3 +92,36 @@ def test_save_shows_the_figure_inline_only_under_ipython(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "in_notebook", lambda: False)
     plots.save(fig, tmp_path / "b.png")
     assert len(shown) == 1
+
+
+def test_in_notebook_means_a_front_end_that_shows_png(monkeypatch):
+    IPython = pytest.importorskip("IPython")
+
+    class Shell:
+        def __init__(self, types):
+            self.display_formatter = type("F", (), {"active_types": types})()
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
+    assert not plots.in_notebook()  # plain Python
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell(["text/plain"]))
+    assert not plots.in_notebook()  # a terminal IPython shows text only
+    monkeypatch.setattr(
+        IPython, "get_ipython", lambda: Shell(["text/plain", "image/png"])
+    )
+    assert plots.in_notebook()  # a Jupyter kernel
+
+
+def test_show_inline_hands_the_notebook_png_bytes(tmp_path, monkeypatch):
+    display = pytest.importorskip("IPython.display")
+    from matplotlib.figure import Figure
+
+    shown = []
+    monkeypatch.setattr(display, "display", lambda obj: shown.append(obj))
+    fig = Figure()
+    fig.subplots().plot([0, 1])
+    png = plots.save(fig, tmp_path / "a.png")
+    plots.show_inline(fig, png)
+    assert shown[0].format == "png" and shown[0].data == png.read_bytes()
+    pdf = plots.save(fig, tmp_path / "a.pdf")
+    plots.show_inline(fig, pdf)  # not a PNG file: the figure is rendered to PNG
+    assert shown[1].data[:8] == PNG_MAGIC
