@@ -161,3 +161,44 @@ def test_the_python_api_encodes_the_top_layer_and_decodes_it():
     assert report["active_units"] == sum(
         v["active_units"] for v in report["layers"].values()
     )
+
+
+@pytest.mark.slow
+def test_the_command_line_trains_evaluates_and_lists_it(tmp_path, capsys):
+    """`pyro-vae train --family hierarchical` out of the box (but short), then `evaluate
+    --method both`: ELBO <= IS <= AIS within their errors, and per-layer diagnostics."""
+    import json
+
+    from pyro_vae.cli.app import main
+
+    run = tmp_path / "h"
+    small = ["--epochs", "3", "--set", "model.hidden=[32]"]
+    assert main(["train", "--family", "hierarchical", *small, "--out", str(run)]) == 0
+    assert (run / "latent_traversal.png").is_file() and (run / "samples.png").is_file()
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--method",
+                "both",
+                "--num-samples",
+                "200",
+                "--limit",
+                "30",
+                "--ais-steps",
+                "40",
+                "--ais-chains",
+                "8",
+            ]
+        )
+        == 0
+    )
+    result = json.loads((run / "evaluation.json").read_text())
+    is_value, is_se = result["log_marginal"], result["log_marginal_stderr"]
+    ais = result["ais"]
+    assert result["elbo"] <= is_value + 4 * is_se
+    assert is_value <= ais["value"] + 4 * (is_se + ais["stderr"]) + 0.1
+    assert set(result["layers"]) == {"z1", "z2"}
+    assert main(["list"]) == 0
+    assert "hierarchical" in capsys.readouterr().out
