@@ -3,6 +3,8 @@
 
     python benchmarks/mnist_nll.py --config mnist --epochs 100
     python benchmarks/mnist_nll.py --config mnist_iwae --epochs 30 --set objective.num_particles=50
+    python benchmarks/mnist_nll.py --config mnist --set model.family=hierarchical \
+        --set model.latent_layers=[40,40] --ais-subset 100       # any family; AIS on a subset
 
 Each configuration trains in its own run directory (``--run-root``, default ``runs/mnist``);
 an interrupted run resumes from its checkpoint when the command is repeated. Test log p(x) is
@@ -23,8 +25,8 @@ import torch
 from pyro_vae import config as cfg
 from pyro_vae import data as data_mod
 from pyro_vae.cli.app import overrides as cli_overrides
-from pyro_vae.estimate.evaluate import evaluate
-from pyro_vae.models.vae import build
+from pyro_vae.estimate.evaluate import ais_evaluation, evaluate
+from pyro_vae.models import build
 from pyro_vae.run import checkpoint
 from pyro_vae.run import train as training
 
@@ -58,6 +60,13 @@ def main() -> None:
         type=int,
         help="evaluate a random subset of N test images (fixed seed 0; the file's order is not random)",
     )
+    p.add_argument(
+        "--ais-subset",
+        type=int,
+        default=0,
+        help="also AIS (--ais-steps, 16 chains) on the first N evaluated images",
+    )
+    p.add_argument("--ais-steps", type=int, default=500)
     p.add_argument("--run-root", default=str(ROOT / "runs" / "mnist"))
     p.add_argument(
         "--name", help="run directory name (default: derived from the config)"
@@ -75,6 +84,7 @@ def main() -> None:
     name = args.name or "-".join(
         [
             Path(args.config).stem,
+            *([config.model.family] if config.model.family != "vae" else []),
             config.prior.name,
             config.guide.name,
             config.objective.name,
@@ -124,8 +134,16 @@ def main() -> None:
     began = time.perf_counter()
     result = evaluate(vae, test, num_samples=args.num_samples, ladder=())
     eval_seconds = time.perf_counter() - began
+    if args.ais_subset:
+        result["ais"] = ais_evaluation(
+            vae, test[: args.ais_subset], num_steps=args.ais_steps
+        )
+        result["ais"]["n"] = min(args.ais_subset, len(test))
     (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     row = {
+        "family": config.model.family,
+        "latent_layers": list(config.model.latent_layers) or None,
+        "inference": config.model.inference if config.model.family != "vae" else None,
         "prior": config.prior.name,
         "guide": config.guide.name,
         "objective": config.objective.name,
@@ -135,6 +153,11 @@ def main() -> None:
         "test_elbo": result["elbo"],
         "kl": result["kl"],
         "active_units": result["active_units"],
+        "layers": {
+            k: {"kl": v["kl"], "active_units": v["active_units"]}
+            for k, v in (result.get("layers") or {}).items()
+        },
+        "ais": result.get("ais"),
         **{k: result.get(k) for k in DIAGNOSTICS},
         "num_samples": args.num_samples,
         "test_images": (

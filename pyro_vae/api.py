@@ -212,34 +212,27 @@ class Model:
     def encode(self, x: Array, num_samples: int = 1) -> Encoding:
         """The posterior q(z | x) of each row: its mean (for flow guides, which have no
         closed-form mean, a Monte Carlo average of ``MEAN_DRAWS`` draws) and ``num_samples``
-        draws."""
-        from pyro_vae.estimate.diagnostics import posterior_means
+        draws; of the top layer z_L for a family with several (``estimate.layer_diagnostics.encode``).
+        """
+        from pyro_vae.estimate.layer_diagnostics import encode
 
-        vae, rows = self._fitted(), self.rows(x)
-        return Encoding(
-            posterior_means(vae, rows, MEAN_DRAWS),
-            vae.encoder(rows).sample((num_samples,)),
-        )
+        return Encoding(*encode(self._fitted(), self.rows(x), num_samples, MEAN_DRAWS))
 
     @torch.no_grad()
     def decode(self, z: Array) -> torch.Tensor:
-        """E[x | z] per row of ``z`` (flat rows; ``self.shape`` is one example's shape)."""
+        """E[x | z] per row of ``z`` (the top layer's z_L for a family with several; flat rows;
+        ``self.shape`` is one example's shape)."""
         vae = self._fitted()
         param = next(vae.parameters())
         z = torch.as_tensor(data.as_array(z, "z"))
-        latent = vae.arch.latent_dim
-        if (
-            z.ndim not in (1, 2)
-            or z.shape[-1] != latent
-            or z.ndim == 1
-            and len(z) != latent
-        ):
+        latent = vae.latent_sites[-1].size
+        if z.ndim not in (1, 2) or z.shape[-1] != latent:
             raise DataError(
-                f"decode(z) takes latents of shape (n, {latent}) (the model's latent_dim "
-                f"is {latent}); got shape {tuple(z.shape)}"
+                f"decode(z) takes latents of shape (n, {latent}) (the model's top latent "
+                f"layer has {latent} dimensions); got shape {tuple(z.shape)}"
             )
         z = z.to(device=param.device, dtype=param.dtype).reshape(-1, latent)
-        return vae.likelihood.mean(vae.decoder(z))
+        return vae.decode(z)
 
     def sample(self, num: int) -> torch.Tensor:
         """E[x | z] for ``num`` draws z ~ p(z)."""

@@ -70,7 +70,16 @@ def set_exact_posterior_guide(vae: VAE, truth: LinearGaussian) -> None:
     factor of Sigma constant (zero weights, biases holding its softplus-inverted diagonal and its
     strictly lower triangle)."""
     encoder = _linear_encoder(vae, "full_rank")
-    gain, offset, covariance = truth.posterior_map()
+    set_full_rank_encoder(encoder, *truth.posterior_map())
+
+
+def set_full_rank_encoder(
+    encoder: FullRankGuide,
+    gain: torch.Tensor,
+    offset: torch.Tensor,
+    covariance: torch.Tensor,
+) -> None:
+    """Make a linear ``full_rank`` guide N(gain u + offset, covariance) of its input u."""
     tril = torch.linalg.cholesky(covariance)
     with torch.no_grad():
         encoder.loc.weight.copy_(gain)

@@ -24,6 +24,7 @@ SEED_LIMIT = 2**32  # NumPy's seeds lie in [0, 2**32)
 MAX_PARTICLES = 100_000  # more samples per data point than any bound needs
 NO_INVERSE_GUIDES = ("planar",)  # flows whose density cannot be evaluated at any z
 KL_SCHEDULES = ("linear", "cyclical")  # see infer/schedules.py
+INFERENCE = ("bottom_up", "ladder")  # [model] inference of the hierarchical family
 # free bits need a KL term that splits over latent dimensions (infer/schedules.py)
 FREE_BITS_OBJECTIVES = ("trace", "meanfield")
 FREE_BITS_GUIDES = ("diagonal",)
@@ -51,6 +52,19 @@ def validate(config: Config) -> None:
         m.activation in ACTIVATIONS,
         f"unknown activation '{m.activation}'{did_you_mean(m.activation, list(ACTIVATIONS))}; "
         f"valid activations: {', '.join(ACTIVATIONS)}",
+    )
+    _require(
+        all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1
+            for s in m.latent_layers
+        ),
+        f"[model] latent_layers must be a list of positive layer sizes like [40, 40], got "
+        f"{list(m.latent_layers)}",
+    )
+    _require(
+        m.inference in INFERENCE,
+        f"unknown [model] inference '{m.inference}'{did_you_mean(m.inference, list(INFERENCE))}"
+        f"; valid: {', '.join(INFERENCE)}",
     )
     _require(t.epochs >= 1, f"[train] epochs must be >= 1, got {t.epochs}")
     _require(t.batch_size >= 1, f"[train] batch_size must be >= 1, got {t.batch_size}")

@@ -37,6 +37,10 @@ class ModelConfig:
     latent_dim: int = 10
     hidden: Tuple[int, ...] = (200, 200)
     activation: str = "tanh"
+    # the hierarchical family (models/hierarchical.py): sizes of z_1 .. z_L (empty: two layers
+    # of latent_dim) and the inference scheme, "bottom_up" or "ladder"
+    latent_layers: Tuple[int, ...] = ()
+    inference: str = "bottom_up"
 
 
 @dataclass(frozen=True)

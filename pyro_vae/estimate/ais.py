@@ -23,8 +23,8 @@ is symmetric under time reversal, so every weight stays unbiased and the chains 
 
 Pyro's ``infer.mcmc.HMC`` runs one chain over a whole model; AIS needs one tempered target per data
 point, vectorized over points and chains, so the potential energy is taken from traces of
-``model(x)`` conditioned on z inside a particles plate (``marginal.log_prob_per_datapoint``) and
-differentiated with ``torch.autograd.grad``.
+``model(x)`` conditioned on z inside a particles plate (``ais_path.Path``; z is every latent
+site at once, all layers of a hierarchical family) and differentiated with ``torch.autograd.grad``.
 """
 
 import math
@@ -35,12 +35,13 @@ import pyro
 import torch
 from pyro import poutine
 
+from pyro_vae.errors import ConfigError
+from pyro_vae.estimate.ais_path import PROPOSALS, Path
 from pyro_vae.estimate.marginal import _Accumulator, default_max_pairs
-from pyro_vae.infer.traces import PARTICLE_PLATE, log_prob_per_datapoint
-from pyro_vae.models.family import OBSERVED, latent_site
+from pyro_vae.models.family import OBSERVED, latent_names
 
 SCHEDULES = ("sigmoid", "linear")
-PROPOSALS = ("guide", "prior")
+__all__ = ["PROPOSALS", "annealed_importance_sampling", "bdmc", "simulate", "schedule"]
 TARGET_ACCEPT = 0.65
 ADAPT_RATE = 0.1
 STEP_SCALE = 0.5
@@ -78,47 +79,6 @@ class AISEstimate:
     model_evals: int
 
 
-class _Path:
-    """The geometric path for one batch of points x (N, P) and M chains: log p(x, z) from the
-    model traced conditioned on z, log r(z) from the proposal site's distribution (traced once).
-    """
-
-    def __init__(self, model: Callable, guide: Callable, x, chains: int, proposal: str):
-        if proposal not in PROPOSALS:
-            raise ValueError(f"proposal must be one of {PROPOSALS}, got '{proposal}'")
-        self.model, self.x, self.chains = model, x, chains
-        program = (
-            guide if proposal == "guide" else poutine.block(model, hide=[OBSERVED])
-        )
-        with pyro.plate(PARTICLE_PLATE, chains, dim=-2):
-            trace = poutine.trace(program).get_trace(x)
-        self.latent = latent_site(trace, "annealed importance sampling")
-        self.proposal = trace.nodes[self.latent]["fn"]  # batch shape (M, N)
-        self.evals = 0
-
-    def sample(self) -> torch.Tensor:
-        with torch.no_grad():
-            return self.proposal.sample()
-
-    def log_joint(self, z: torch.Tensor) -> torch.Tensor:
-        """log p(x, z) per (chain, point), shape (M, N)."""
-        self.evals += 1
-        conditioned = poutine.condition(self.model, data={self.latent: z})
-        with pyro.plate(PARTICLE_PLATE, self.chains, dim=-2):
-            trace = poutine.trace(conditioned).get_trace(self.x)
-        trace.compute_log_prob()
-        return log_prob_per_datapoint(trace)
-
-    def terms(self, z: torch.Tensor):
-        """log p(x, z), log r(z) and their gradients in z."""
-        z = z.detach().requires_grad_(True)
-        with torch.enable_grad():
-            lj, lr = self.log_joint(z), self.proposal.log_prob(z)
-            gj = torch.autograd.grad(lj.sum(), z)[0]
-            gr = torch.autograd.grad(lr.sum(), z)[0]
-        return lj.detach(), lr.detach(), gj, gr
-
-
 def _metropolis(log_ratio: torch.Tensor) -> torch.Tensor:
     """Accept with probability min(1, exp(log_ratio)); NaN (a divergent trajectory) rejects."""
     return torch.rand_like(log_ratio).log() < log_ratio
@@ -135,7 +95,7 @@ def _increment(beta_prev: float, beta: float, log_joint, log_proposal) -> torch.
     return (beta - beta_prev) * (log_joint - log_proposal).double()
 
 
-def _hmc(path: _Path, z, state, beta: float, eps, leapfrog_steps: int):
+def _hmc(path: Path, z, state, beta: float, eps, leapfrog_steps: int):
     """One HMC transition leaving f_beta invariant, per (chain, point); returns the new z, its
     terms, and the accept indicators (M, N)."""
     lj, lr, gj, gr = state
@@ -155,20 +115,19 @@ def _hmc(path: _Path, z, state, beta: float, eps, leapfrog_steps: int):
     return z, tuple(_select(accept, n, s) for n, s in zip(new, state)), accept
 
 
-def _initial_step_size(path: _Path, z: torch.Tensor, step_size: Optional[float]):
+def _initial_step_size(path: Path, z: torch.Tensor, step_size: Optional[float]):
     """``step_size`` for every chain, or by default STEP_SCALE times the proposal's mean
     standard deviation over the latent dimensions (per point; 0.1 if it has none)."""
     if step_size is None:
-        try:
-            sd = path.proposal.stddev.mean(-1, keepdim=True)
+        if path.stddev is not None:
+            sd = path.stddev.mean(-1, keepdim=True)
             return (STEP_SCALE * sd).to(z.dtype).expand(*z.shape[:-1], 1).clone()
-        except NotImplementedError:
-            step_size = 0.1
+        step_size = 0.1
     return torch.full((*z.shape[:-1], 1), step_size, dtype=z.dtype, device=z.device)
 
 
 def _anneal(
-    path: _Path,
+    path: Path,
     z,
     betas,
     leapfrog_steps: int,
@@ -229,7 +188,7 @@ def annealed_importance_sampling(
     with pyro.validation_enabled(False):
         for start in range(0, n, batch):
             xb = x[start : start + batch]
-            path = _Path(model, guide, xb, num_chains, proposal)
+            path = Path(model, guide, xb, num_chains, proposal)
             if reverse_from is None:
                 z = path.sample()
             else:
@@ -254,11 +213,15 @@ def annealed_importance_sampling(
 @torch.no_grad()
 def simulate(model: Callable, num: int, data_dim: int, device=None, dtype=None):
     """``num`` draws (x, z) from the model itself (the observed site uncondition-ed): data for
-    BDMC, with z an exact draw from p(z | x)."""
+    BDMC, with z an exact draw from p(z | x): every latent site's value in the model's order,
+    joined along the last dimension (the AIS path's state)."""
     dummy = torch.zeros(num, data_dim, device=device, dtype=dtype)
     trace = poutine.trace(poutine.uncondition(model)).get_trace(dummy)
-    latent = latent_site(trace, "BDMC", skip=[OBSERVED])
-    return trace.nodes[OBSERVED]["value"], trace.nodes[latent]["value"]
+    names = latent_names(trace, skip=[OBSERVED])
+    if not names:
+        raise ConfigError("BDMC needs a model with latent sites; this one has none")
+    z = torch.cat([trace.nodes[name]["value"] for name in names], -1)
+    return trace.nodes[OBSERVED]["value"], z
 
 
 def bdmc(

@@ -21,6 +21,7 @@ from pyro_vae.estimate.diagnostics import (
     mutual_information,
     rate_distortion,
 )
+from pyro_vae.estimate.layer_diagnostics import joined_layers, layer_diagnostics
 from pyro_vae.estimate.marginal import (
     ChunkWeights,
     MarginalEstimate,
@@ -111,7 +112,10 @@ def evaluate(
     each K in ``ladder`` below ``num_samples``, ELBO terms, KL per dimension (and what kind of
     KL it is), active units with each dimension's activity and its standard error, and the
     mutual information I(x; z) under q over the first ``MI_POINTS`` rows (``None`` for guides
-    without a density at any z). See diagnostics.py for the definitions.
+    without a density at any z), and under ``layers`` the diagnostics of every latent site
+    (``layer_diagnostics.py``). See diagnostics.py for the definitions. A family with several latent
+    sites (a hierarchical VAE) reports its layers' KL per dimension and activities joined in
+    the model's order, and no mutual information.
 
     With ``method`` ``ais`` or ``both``, also ``ais_evaluation(vae, x, **ais_options)`` under
     ``"ais"``; with ``ais`` the K-sample IS estimate is skipped (its fields are None).
@@ -138,9 +142,14 @@ def evaluate(
     with forked_rng(x):
         torch.manual_seed(seed)
         terms = elbo_terms(vae, x)
-        kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)
-        units = active_units(vae, x) if n >= 2 else None
-        info = mutual_information(vae, x[:MI_POINTS]) if n >= 2 else None
+        layers = layer_diagnostics(vae, x) if n >= 2 else None
+        if len(vae.latent_sites) == 1:
+            kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)
+            units = active_units(vae, x) if n >= 2 else None
+            info = mutual_information(vae, x[:MI_POINTS]) if n >= 2 else None
+        else:  # several latent sites: the per-layer figures, joined in the model's order
+            kl_dims, kl_dims_method, units = joined_layers(layers)
+            info = None
     result = {
         "n": n,
         "num_samples": num_samples,
@@ -161,6 +170,7 @@ def evaluate(
         "mutual_information": _get(info, "mutual_information"),
         "mutual_information_stderr": _get(info, "stderr"),
         "mutual_information_points": _get(info, "points"),
+        "layers": layers,
     }
     if method != "is":
         result["ais"] = ais_evaluation(vae, x, **(ais_options or {}))

@@ -180,6 +180,11 @@ class VAE(Family):
         return self.likelihood.mean(self.decoder(self.encoder(x).sample()))
 
     @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """E[x | z] per row of ``z``."""
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
     def sample(self, num: int) -> torch.Tensor:
         """E[x | z] for ``num`` draws z ~ p(z)."""
         z = self.prior().sample((num,))

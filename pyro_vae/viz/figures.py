@@ -4,7 +4,9 @@
 ``Model.figures`` writes from Python: the ELBO curves, reconstructions, samples from p(z), the
 posterior means coloured by label (projected on two principal axes beyond two dimensions),
 traversals of the dimensions with the most KL, interpolations between test inputs, and KL per
-dimension where it has a closed form.
+dimension where it has a closed form. For a family with several latent layers, the scatter,
+the traversals and the interpolations are of the top layer z_L (decoded through the means of
+the layers below, ``decode``), and the KL per dimension is the top layer's.
 """
 
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from pyro_vae.estimate.diagnostics import kl_per_dimension, posterior_means
+from pyro_vae.estimate.layer_diagnostics import layer_diagnostics, site_means
 from pyro_vae.models.vae import VAE
 from pyro_vae.viz import plots
 
@@ -64,12 +67,19 @@ def write_figures(
         )
     )
     scatter_x = x[:SCATTER_ROWS]
-    means = posterior_means(vae, scatter_x)
+    if len(vae.latent_sites) == 1:
+        means = posterior_means(vae, scatter_x)
+        kl = kl_per_dimension(vae, scatter_x)
+    else:  # several layers: the top one's means and KL per dimension; decode from it
+        top = vae.latent_sites[-1].name
+        means = site_means(vae, scatter_x, top)
+        kl = layer_diagnostics(vae, scatter_x)[top]["kl_per_dim"]
+        kl = None if kl is None else torch.tensor(kl)
+        decode = vae.decode
     scatter_labels = None if labels is None else labels[:SCATTER_ROWS]
     written.append(
         plots.latent_scatter(means, out_dir / "latent_scatter.png", scatter_labels)
     )
-    kl = kl_per_dimension(vae, scatter_x)
     if kl is not None:
         written.append(plots.kl_per_dimension(kl, out_dir / "kl_per_dim.png"))
         dims = torch.argsort(kl, descending=True)[:TRAVERSED_DIMS].tolist()

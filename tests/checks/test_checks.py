@@ -44,7 +44,7 @@ QUANTITIES = [
     "prior flow: integral of the density",
     "SVI-trained linear VAE: mean log p(x)",
 ]
-NUM_ROWS = 88  # 77 + the 11 AIS rows
+NUM_ROWS = 109  # 77 + the 11 AIS rows + the 21 hierarchical-family rows
 
 
 @pytest.fixture(autouse=True)
