@@ -7,6 +7,9 @@ CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = (
     "checkpoint.pt",
 )
 BEST_FILE = "best.pt"  # the checkpoint of the epoch with the highest validation ELBO
+ENVIRONMENT_FILE = (
+    "environment.json"  # versions and device of each start (environment.py)
+)
 LOCK_FILE = ".lock"
 # the files a run writes: a new run moves these (and nothing else) aside
 RUN_FILES = (
@@ -16,6 +19,7 @@ RUN_FILES = (
     BEST_FILE,
     "evaluation.json",
     "data.json",
+    ENVIRONMENT_FILE,
     "elbo.png",
     "reconstructions.png",
     "samples.png",

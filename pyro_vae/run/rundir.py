@@ -48,7 +48,7 @@ from pyro_vae.run.layout import (
 
 PathLike = Union[str, Path]
 # config keys that may differ between a checkpoint and the run that resumes it
-RESUMABLE = ("train.epochs", "data.data_dir")
+RESUMABLE = ("train.epochs", "data.data_dir", "train.patience")
 
 _HELD: Dict[Path, "RunDir"] = {}  # run directories this process holds locked
 
@@ -179,7 +179,8 @@ class RunDir:
         if changed:
             raise TrainingError(
                 f"cannot resume '{self.path}': the config differs from the checkpoint's in "
-                f"{', '.join(changed)}; only {' and '.join(RESUMABLE)} may change when "
+                f"{', '.join(changed)}; only {', '.join(RESUMABLE[:-1])} and {RESUMABLE[-1]} "
+                f"may change when "
                 f"resuming (start a new run with another --out for other changes)"
             )
         if state["epoch"] >= config.train.epochs:

@@ -297,7 +297,8 @@ def test_resume_with_another_config_names_the_differing_keys(trained, tmp_path, 
     assert refused(capsys, [*resume, "--config", str(other)]) == (
         f"cannot resume '{run}': the config differs from the checkpoint's in "
         f"model.latent_dim (2 -> 5), prior.name ('standard_normal' -> 'vamp'); only "
-        f"train.epochs and data.data_dir may change when resuming (start a new run with "
+        f"train.epochs, data.data_dir and train.patience may change when resuming (start "
+        f"a new run with "
         f"another --out for other changes)"
     )
     assert refused(capsys, [*resume, "--epochs", "3", "--lr", "0.5"]).startswith(
