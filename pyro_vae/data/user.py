@@ -84,6 +84,9 @@ def load_array(config: DataConfig) -> Dataset:
     return from_splits(name, splits, labels)
 
 
+load_array.reads_path = True  # --data-path names its file (config/checks.py)
+
+
 def _image_files(directory: Path) -> Tuple[List[Path], List[int], List[str]]:
     def images(folder: Path) -> List[Path]:
         return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -124,7 +127,7 @@ def load_images(config: DataConfig) -> Dataset:
     directory = Path(config.data_dir).expanduser()
     if not directory.is_dir():
         raise DataError(f"image folder '{directory}' does not exist")
-    files, labels, _ = _image_files(directory)
+    files, labels, folders = _image_files(directory)
     opened = []
     for path in files:
         try:
@@ -148,4 +151,6 @@ def load_images(config: DataConfig) -> Dataset:
         )
     array = np.stack([np.asarray(im.convert(mode), dtype=np.uint8) for im in opened])
     label_array = np.asarray(labels) if labels else None
-    return _split_one(config, f"'{directory}'", array, label_array)
+    dataset = _split_one(config, f"'{directory}'", array, label_array)
+    dataset.label_names = tuple(folders) or None  # label k is folder folders[k]
+    return dataset

@@ -38,9 +38,11 @@ def write_figures(
     out_dir: Path,
     labels: Optional[torch.Tensor] = None,
     metrics: Optional[List[Dict]] = None,
+    label_names: Optional[Sequence[str]] = None,
 ) -> List[Path]:
     """Write the standard figures for held-out rows ``x`` (flattened, on the VAE's device)
-    into ``out_dir``; returns the paths written."""
+    into ``out_dir`` (``label_names[k]`` names label k in the latent scatter); returns the
+    paths written."""
     out_dir = Path(out_dir)
     was_training = vae.training
     vae.eval()
@@ -67,7 +69,9 @@ def write_figures(
     means = posterior_means(vae, scatter_x)
     scatter_labels = None if labels is None else labels[:SCATTER_ROWS]
     written.append(
-        plots.latent_scatter(means, out_dir / "latent_scatter.png", scatter_labels)
+        plots.latent_scatter(
+            means, out_dir / "latent_scatter.png", scatter_labels, label_names
+        )
     )
     kl = kl_per_dimension(vae, scatter_x)
     if kl is not None:
