@@ -190,8 +190,9 @@ class Model:
 
     def evaluate(self, x: Array, num_samples: int = 1000) -> Dict:
         """log p(x) (importance sampled, K = ``num_samples``), the bound ladder, ELBO terms, KL
-        per dimension and active units, averaged over the rows of ``x`` (as ``pyro-vae
-        evaluate`` reports them)."""
+        per dimension and active units, averaged over the rows of ``x``, and bits/dim for
+        a likelihood of binary or 8-bit pixels (as ``pyro-vae evaluate`` reports them).
+        """
         return evaluate_run(self._fitted(), self.rows(x), num_samples)
 
     def log_marginal_likelihood(
@@ -253,8 +254,9 @@ class Model:
             x, labels = self._data.test, self._data.test_labels
         rows = self.rows(x)
         labels = None if labels is None else torch.as_tensor(labels)
+        names = None if self._data is None else self._data.label_names
         return figures.write_figures(
-            self._fitted(), rows, self.shape, Path(out_dir), labels, self.metrics
+            self._fitted(), rows, self.shape, Path(out_dir), labels, self.metrics, names
         )
 
     def save(self, run_dir: Union[str, Path]) -> Path:

@@ -116,3 +116,78 @@ def test_malformed_toml_and_unknown_config_name(tmp_path):
     not_table.write_text("train = 3\n")
     with pytest.raises(ConfigError, match=r"\[train\] must be a table"):
         cfg.load(str(not_table))
+
+
+# -- data.binarize = "auto", the 8-bit likelihood, --data-path (issue 24) -----------------
+
+
+@pytest.mark.parametrize(
+    "likelihood, binarize, resolved",
+    [
+        ("bernoulli", None, True),
+        ("continuous_bernoulli", None, False),
+        ("gaussian", None, False),
+        ("discretized_logistic", None, False),
+        ("bernoulli", "auto", True),
+        ("gaussian", True, True),  # true and false still force it
+        ("bernoulli", False, False),
+    ],
+)
+def test_binarize_auto_follows_the_likelihood(likelihood, binarize, resolved):
+    over = {"likelihood.name": likelihood}
+    if binarize is not None:
+        over["data.binarize"] = binarize
+    config = cfg.load(None, over)
+    assert config.data.binarize is resolved
+    assert (
+        cfg.load(None, config_overrides(config)) == config
+    )  # the saved config rebuilds it
+
+
+def config_overrides(config):
+    return {
+        f"{s}.{k}": v for s, vals in config.to_dict().items() for k, v in vals.items()
+    }
+
+
+def test_binarize_auto_reads_the_likelihoods_own_declaration():
+    """A user's likelihood says what it needs the same way the library's do."""
+    from pyro_vae.registry import LIKELIHOODS
+
+    @LIKELIHOODS.register("my_binary_test_likelihood")
+    def mine(arch):
+        """Binary pixels, the test's own."""
+
+    mine.needs = cfg.BINARY
+    try:
+        over = {"likelihood.name": "my_binary_test_likelihood"}
+        assert cfg.load(None, over).data.binarize is True
+    finally:
+        del LIKELIHOODS._factories["my_binary_test_likelihood"]
+
+
+def test_binarized_data_under_an_8bit_likelihood_is_refused_with_the_flag():
+    with pytest.raises(ConfigError, match=r"set --set data.binarize=auto \(or false\)"):
+        cfg.load(
+            None, {"likelihood.name": "discretized_logistic", "data.binarize": True}
+        )
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0.5])
+def test_binarize_takes_true_false_or_auto(value):
+    with pytest.raises(ConfigError, match='binarize must be true, false or "auto"'):
+        cfg.load(None, {"data.binarize": value})
+
+
+def test_data_path_implies_the_array_data_set():
+    assert cfg.load(None, {"data.data_path": "x.npz"}).data.dataset == "array"
+    named = {"data.data_path": "x.npz", "data.dataset": "array"}
+    assert cfg.load(None, named).data.dataset == "array"
+    with pytest.raises(ConfigError, match="data set 'digits' is named"):
+        cfg.load(None, {"data.data_path": "x.npz", "data.dataset": "digits"})
+
+
+@pytest.mark.parametrize("key", ["patience", "eval_every", "eval_rows"])
+def test_evaluation_and_stopping_settings_are_not_negative(key):
+    with pytest.raises(ConfigError, match=f"train\\] {key} must be >= 0"):
+        cfg.load(None, {f"train.{key}": -1})

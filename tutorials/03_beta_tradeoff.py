@@ -71,6 +71,7 @@ def run(label, **overrides):
         "train.epochs": EPOCHS,
         "train.device": "cpu",
         "objective.name": "meanfield",
+        "train.eval_every": 1,  # the test KL after every epoch, for the curve below
         **overrides,
     }
     cfg = config.load(overrides=settings)

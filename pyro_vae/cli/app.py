@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import pyro_vae.cli._startup  # noqa: F401  (Ctrl-C while torch imports: one line)
+from pyro_vae import __version__
 from pyro_vae.cli.check import check
 from pyro_vae.cli.evaluate import MAX_SAMPLES, evaluate, sample
+from pyro_vae.cli.help import formatter
 from pyro_vae.cli.list import list_parts
 from pyro_vae.cli.train import (  # noqa: F401  (FLAGS, overrides: re-exported)
     FLAGS,
@@ -28,10 +30,7 @@ from pyro_vae.cli.train import (  # noqa: F401  (FLAGS, overrides: re-exported)
 )
 from pyro_vae.errors import PyroVAEError
 
-DATA_HELP = (
-    "a registered data set; 'pyro-vae list' shows them and what each reads (default: the "
-    "embedded digits)"
-)
+DATA_HELP = "a registered data set ('pyro-vae list' says what each reads)"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,16 +38,23 @@ def parser() -> argparse.ArgumentParser:
         prog="pyro-vae", description="Variational autoencoders with Pyro."
     )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"pyro-vae {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a VAE (defaults: the embedded digits data)")
+    t = sub.add_parser(
+        "train",
+        help="train a VAE (defaults: the embedded digits data)",
+        formatter_class=formatter(FLAGS),
+    )
     t.add_argument(
         "--config",
         help="a TOML file, or the name of a packaged config (see 'pyro-vae list')",
     )
     t.add_argument("--dataset", help=DATA_HELP)
     t.add_argument("--data-dir", help="directory holding the data set's files")
-    t.add_argument("--data-path", help="the .npy/.npz file of --dataset array")
+    t.add_argument(
+        "--data-path", help="a .npy/.npz file of your own (implies --dataset array)"
+    )
     t.add_argument(
         "--image-size",
         type=int,
@@ -56,28 +62,30 @@ def parser() -> argparse.ArgumentParser:
         metavar=("H", "W"),
         help="--dataset images: resize every image to H x W pixels",
     )
-    t.add_argument("--likelihood", help="bernoulli, gaussian, continuous_bernoulli")
     t.add_argument(
-        "--family", help="the model family, [model] family (see 'pyro-vae list')"
+        "--likelihood",
+        help="p(x|z); data.binarize = auto binarizes the data for bernoulli only",
     )
-    t.add_argument("--prior", help="see 'pyro-vae list'")
-    t.add_argument("--guide", help="see 'pyro-vae list'")
+    t.add_argument("--family", help="the model family ('pyro-vae list' describes each)")
+    t.add_argument("--prior", help="p(z) ('pyro-vae list' describes each)")
+    t.add_argument("--guide", help="q(z|x) ('pyro-vae list' describes each)")
     t.add_argument(
         "--network",
-        help="mlp (sized by model.hidden) or conv (options: --set network.channels=[32,64])",
+        help="encoder and decoder (mlp is sized by model.hidden; conv's options: --set "
+        "network.channels=[32,64])",
     )
-    t.add_argument("--elbo", help="trace, meanfield or iwae")
+    t.add_argument("--elbo", help="the training objective")
     t.add_argument(
         "--num-particles", type=int, help="samples per data point for the objective"
     )
-    t.add_argument("--latent-dim", type=int)
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
+    t.add_argument("--latent-dim", type=int, help="dimensions of z")
+    t.add_argument("--epochs", type=int, help="passes over the training set")
+    t.add_argument("--batch-size", type=int, help="data points per SVI step")
+    t.add_argument("--lr", type=float, help="Adam's learning rate")
     t.add_argument(
         "--lr-decay",
         type=float,
-        help="per-epoch learning-rate factor: epoch e uses lr * lr_decay^(e-1) (default 1)",
+        help="per-epoch learning-rate factor: epoch e uses lr * lr_decay^(e-1)",
     )
     t.add_argument(
         "--beta",
@@ -91,13 +99,13 @@ def parser() -> argparse.ArgumentParser:
         help="epochs of linear KL warm-up from 0 to beta",
     )
     t.add_argument(
-        "--kl-schedule", help="linear (warm-up, default) or cyclical (Fu et al. 2019)"
+        "--kl-schedule", help="linear (warm-up) or cyclical (Fu et al. 2019)"
     )
     t.add_argument("--kl-cycles", type=int, help="cyclical: cycles over the run")
     t.add_argument(
         "--kl-cycle-ratio",
         type=float,
-        help="cyclical: share of each cycle spent rising to beta (default 0.5)",
+        help="cyclical: share of each cycle spent rising to beta",
     )
     t.add_argument(
         "--free-bits",
@@ -109,8 +117,25 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="weight of the reconstruction term (1: the ELBO)",
     )
-    t.add_argument("--device", help="auto (CUDA when available), cpu, cuda")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    t.add_argument("--seed", type=int, help="seeds the initial weights and every draw")
+    t.add_argument(
+        "--patience",
+        type=int,
+        help="stop after this many epochs without a better validation ELBO (0: off; "
+        "best.pt keeps the best epoch)",
+    )
+    t.add_argument(
+        "--eval-every",
+        type=int,
+        help="epochs between the test/validation ELBOs (0: auto, within ~5%% of the "
+        "training time; the last epoch is always scored)",
+    )
+    t.add_argument(
+        "--eval-rows",
+        type=int,
+        help="score the ELBO on a fixed seeded subset of this many rows per split (0: all)",
+    )
     t.add_argument(
         "--set",
         action="append",
@@ -127,7 +152,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--overwrite", action="store_true", help="replace an existing run in --out"
     )
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (none when not on a terminal)",
+    )
     t.add_argument(
         "--tensorboard",
         action="store_const",

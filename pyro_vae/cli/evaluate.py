@@ -95,13 +95,6 @@ def _evaluate(args: argparse.Namespace) -> None:
             ais_options=ais_options,
         ),
     }
-    likelihood = vae.likelihood
-    if getattr(likelihood, "binary", False) or getattr(likelihood, "discrete", False):
-        # bits per dimension, as image papers report: -log p(x) / (D ln 2)
-        best = result["log_marginal"]
-        if best is None:  # --method ais
-            best = result["ais"]["value"]
-        result["bits_per_dim"] = -best / (x.shape[1] * math.log(2))
     if not runner.is_main:
         return
     run_dir = Path(args.run_dir)

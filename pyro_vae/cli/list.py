@@ -3,6 +3,8 @@ data sets, with their options, and the packaged configs."""
 
 import argparse
 import json
+import shutil
+import textwrap
 
 from pyro_vae import config as cfg
 from pyro_vae.registry import (
@@ -34,13 +36,35 @@ def list_parts(args: argparse.Namespace) -> None:
     for kind, registry in parts.items():
         print(f"{kind}:")
         for name in registry.names():
-            doc = (registry.get(name).__doc__ or "").strip().splitlines()[0]
             options = ", ".join(
                 f"{k}={v!r}" for k, v in registry.defaults(name).items()
             )
-            print(
-                f"  {name:22s} {doc}" + (f"  [options: {options}]" if options else "")
-            )
+            text = description(registry.get(name).__doc__)
+            text += f" [options: {options}]" if options else ""
+            print(entry(name, text))
     print(
         "packaged configs (use with --config NAME):", ", ".join(cfg.packaged_configs())
+    )
+
+
+NAME_WIDTH = 24  # the column where descriptions start
+
+
+def description(doc) -> str:
+    """A part's description: the first paragraph of its docstring, whole, on one line."""
+    paragraph = (doc or "").strip().split("\n\n")[0]
+    return " ".join(paragraph.split())
+
+
+def entry(name: str, text: str) -> str:
+    """``name`` and ``text`` wrapped to the terminal's width (80 columns when it is not a
+    terminal), the text in a column of its own: nothing is cut."""
+    width = max(shutil.get_terminal_size((80, 24)).columns, NAME_WIDTH + 30)
+    return textwrap.fill(
+        text,
+        width=width,
+        initial_indent=f"  {name:{NAME_WIDTH - 3}s} ",
+        subsequent_indent=" " * NAME_WIDTH,
+        break_on_hyphens=False,
+        break_long_words=False,
     )

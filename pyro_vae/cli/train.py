@@ -6,6 +6,7 @@ prints and plots. The heavy modules (torch, Pyro) are imported inside the functi
 """
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Dict
 
@@ -41,6 +42,9 @@ FLAGS = {
     "device": "train.device",
     "seed": "train.seed",
     "tensorboard": "train.tensorboard",
+    "patience": "train.patience",
+    "eval_every": "train.eval_every",
+    "eval_rows": "train.eval_rows",
 }
 
 
@@ -82,6 +86,7 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
     from pyro_vae.data import record as data_record
     from pyro_vae.run import distributed, tensorboard
     from pyro_vae.run import train as training
+    from pyro_vae.run.epoch_line import epoch_line
     from pyro_vae.viz.figures import write_figures
 
     run_dir = Path(args.out)
@@ -111,8 +116,15 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
     say(
         f"training on {dataset.name}: {len(dataset.train)} train / {len(dataset.test)} test images; "
         f"prior={config.prior.name} guide={config.guide.name} likelihood={config.likelihood.name} "
-        f"objective={config.objective.name}; run directory {run_dir}"
+        f"objective={config.objective.name} data.binarize={str(config.data.binarize).lower()}; "
+        f"run directory {run_dir}"
     )
+
+    def on_epoch(row: dict) -> None:
+        print(epoch_line(row, config.train.epochs), flush=True)
+        if "stopped" in row:
+            print(f"stopped early after epoch {row['epoch']}: {row['stopped']}")
+
     args.fitting = True  # from here on a Ctrl-C reports what the run directory keeps
     metrics = training.fit(
         vae,
@@ -120,7 +132,8 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
         config,
         run_dir,
         resume=args.resume,
-        progress=main and not args.no_progress,
+        progress=main and not args.no_progress and sys.stderr.isatty(),
+        on_epoch=on_epoch,
     )
     if not main:
         return
@@ -138,9 +151,10 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
         run_dir,
         dataset.test_labels,
         metrics,
+        dataset.label_names,
     )
     tensorboard.log_figures(config, run_dir, written, metrics[-1]["epoch"])
     print(
         f"wrote {run_dir}/: config.toml, metrics.jsonl, checkpoint.pt, data.json, "
-        + ", ".join(p.name for p in written)
+        "environment.json, " + ", ".join(p.name for p in written)
     )

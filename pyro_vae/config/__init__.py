@@ -6,6 +6,12 @@ them: this wing is the bottom layer with ``errors``, ``registry`` and ``process`
 nothing else of the library.
 """
 
+from pyro_vae.config.binarize import (  # noqa: F401
+    BINARY,
+    EIGHT_BIT,
+    likelihood_needs,
+    resolve_binarize,
+)
 from pyro_vae.config.checks import (  # noqa: F401  (the public names of the wing)
     FREE_BITS_GUIDES,
     FREE_BITS_OBJECTIVES,

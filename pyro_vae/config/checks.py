@@ -13,6 +13,7 @@ import math
 import os
 from typing import Any, List
 
+from pyro_vae.config.binarize import validate_data_source
 from pyro_vae.config.sections import FROM_PYTHON, Config, DataConfig
 from pyro_vae.errors import ConfigError
 from pyro_vae.registry import DATASETS, FAMILIES, did_you_mean
@@ -101,6 +102,12 @@ def validate(config: Config) -> None:
         t.check_every >= 1,
         f"[train] check_every must be >= 1 (steps between loss checks), got {t.check_every}",
     )
+    for key in ("patience", "eval_every", "eval_rows"):
+        value = getattr(t, key)
+        _require(
+            value >= 0, f"[train] {key} must be >= 0 (0: {_ZERO[key]}), got {value}"
+        )
+    validate_data_source(config)
     particles = config.objective.options.get("num_particles", 1)
     _require(particles >= 1, f"[objective] num_particles must be >= 1, got {particles}")
     _require(
@@ -119,6 +126,9 @@ def validate(config: Config) -> None:
         f"any z; guide '{config.guide.name}' has no inverse: set objective.dreg=false or "
         f"use guide iaf",
     )
+
+
+_ZERO = {"patience": "off", "eval_every": "auto", "eval_rows": "every row"}
 
 
 def check_seed(where: str, seed: int) -> None:

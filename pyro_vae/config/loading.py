@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from pyro_vae.config.binarize import check_binarize, resolve_binarize
 from pyro_vae.config.checks import validate
 from pyro_vae.config.sections import DEFAULT_PARTS, FIXED, PARTS, Config, PartConfig
 from pyro_vae.errors import ConfigError
@@ -33,9 +34,20 @@ def from_dict(raw: Mapping[str, Any]) -> Config:
         check_type(f"[{section}] name", name, "")
         registry.check_options(name, options)
         built[section] = PartConfig(name, options)
+    built["data"] = _resolved_data(built["data"], raw, built["likelihood"].name)
     config = Config(**built)
     validate(config)
     return config
+
+
+def _resolved_data(data: Any, raw: Mapping[str, Any], likelihood: str) -> Any:
+    """``data_path`` without a named data set means data set ``array``; ``binarize = "auto"``
+    becomes true or false for ``likelihood`` (the saved config records which)."""
+    if data.data_path is not None and "dataset" not in raw.get("data", {}):
+        data = dataclasses.replace(data, dataset="array")
+    return dataclasses.replace(
+        data, binarize=resolve_binarize(data.binarize, likelihood)
+    )
 
 
 def _check_tables(raw: Mapping[str, Any]) -> None:
@@ -54,7 +66,10 @@ def _fixed_section(section: str, cls: type, values: Dict[str, Any]) -> Any:
                 f"unknown key '{key}' in [{section}]{did_you_mean(key, list(defaults))}; "
                 f"valid keys: {', '.join(defaults)}"
             )
-        check_type(f"[{section}] {key}", value, defaults[key])
+        if (section, key) == ("data", "binarize"):
+            check_binarize(value)
+        else:
+            check_type(f"[{section}] {key}", value, defaults[key])
         if isinstance(defaults[key], tuple) or (
             key == "image_size" and isinstance(value, list)
         ):

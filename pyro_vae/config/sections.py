@@ -10,7 +10,7 @@ the same run.
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import tomli_w
 
@@ -24,7 +24,9 @@ class DataConfig:
     dataset: str = "digits"  # a name in registry.DATASETS (see data.py)
     data_dir: Optional[str] = None  # folder of the file-based sets and of "images"
     data_path: Optional[str] = None  # the .npy/.npz file of "array"
-    binarize: bool = True  # threshold grey images at 0.5 (ignored for binarized-mnist)
+    # threshold grey images at 0.5: "auto" does for a likelihood of binary data (bernoulli),
+    # not otherwise; true/false force it (ignored for binarized-mnist). Resolved on loading.
+    binarize: Union[bool, str] = "auto"
     image_size: Optional[Tuple[int, ...]] = None  # "images": resize to [H, W]
     test_fraction: float = 0.1  # "array"/"images" without given splits: seeded split
     valid_fraction: float = 0.0
@@ -70,6 +72,15 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": bfloat16 autocast in the training step
     check_every: int = 1  # steps between host synchronisations (loss NaN checks)
     tensorboard: bool = False  # log scalars, figures, config to RUN/tensorboard/
+    patience: int = (
+        0  # stop after this many epochs without a better valid ELBO (0: off)
+    )
+    eval_every: int = (
+        0  # epochs between test/valid ELBOs (0: auto, see run/epoch_eval.py)
+    )
+    eval_rows: int = (
+        1000  # a fixed seeded subset of each split scores the ELBO (0: all)
+    )
 
 
 PARTS = {

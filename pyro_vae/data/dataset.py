@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from pyro_vae.config import FROM_PYTHON, DataConfig
+from pyro_vae.config import DEFAULT_PARTS, FROM_PYTHON, DataConfig, resolve_binarize
 from pyro_vae.data.inputs import as_array
 from pyro_vae.data.labels import split_labels
 from pyro_vae.errors import DataError
@@ -38,7 +38,8 @@ class Dataset:
     """Train/test (and optional validation) rows, flattened, float32 in [0, 1].
 
     ``image_shape`` is the (H, W) an example is drawn as; ``example_shape``, when given, is one
-    example's full shape before flattening ((C, H, W) for images, (D,) for flat data).
+    example's full shape before flattening ((C, H, W) for images, (D,) for flat data);
+    ``label_names``, when given, names label k (an image folder's sub-folders).
     """
 
     name: str
@@ -49,6 +50,7 @@ class Dataset:
     train_labels: Optional[torch.Tensor] = None
     test_labels: Optional[torch.Tensor] = None
     example_shape: Optional[Tuple[int, ...]] = None
+    label_names: Optional[Tuple[str, ...]] = None
 
     @property
     def data_dim(self) -> int:
@@ -81,7 +83,8 @@ class Dataset:
 
 def load(config: DataConfig) -> Dataset:
     """Load the data set that ``config`` names (a :data:`DATASETS` entry); binarize grey
-    images at 0.5 when ``config.binarize`` says so."""
+    images at 0.5 when ``config.binarize`` says so (a config built by ``config.from_dict``
+    has it resolved; an unresolved "auto" here follows the default likelihood)."""
     if config.dataset == FROM_PYTHON:
         raise DataError(
             "this run was trained on arrays given from Python, which are not stored with it; "
@@ -89,7 +92,7 @@ def load(config: DataConfig) -> Dataset:
             "with --dataset array --data-path FILE"
         )
     data = DATASETS.get(config.dataset)(config)
-    if config.binarize:
+    if resolve_binarize(config.binarize, DEFAULT_PARTS["likelihood"]):
         for split in ("train", "valid", "test"):
             images = getattr(data, split)
             if images is not None:

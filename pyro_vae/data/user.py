@@ -87,6 +87,9 @@ def load_array(config: DataConfig) -> Dataset:
     return from_splits(name, splits, labels, members=True)
 
 
+load_array.reads_path = True  # --data-path names its file (config/checks.py)
+
+
 def _image_files(directory: Path) -> Tuple[List[Path], List[int], List[str]]:
     def images(folder: Path) -> List[Path]:
         return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -125,7 +128,7 @@ def load_images(config: DataConfig) -> Dataset:
     directory = Path(config.data_dir).expanduser()
     if not directory.is_dir():
         raise DataError(f"image folder '{directory}' does not exist")
-    files, labels, _ = _image_files(directory)
+    files, labels, folders = _image_files(directory)
     headers = [_image_header(path) for path in files]  # (height, width, mode)
     colour = not all(mode in GREY_MODES for _, _, mode in headers)
     if config.image_size is not None:
@@ -155,7 +158,9 @@ def load_images(config: DataConfig) -> Dataset:
     for i, path in enumerate(files):
         array[i] = _read_image(path, (height, width), colour)
     label_array = np.asarray(labels) if labels else None
-    return _split_one(config, f"'{directory}'", array, label_array)
+    dataset = _split_one(config, f"'{directory}'", array, label_array)
+    dataset.label_names = tuple(folders) or None  # label k is folder folders[k]
+    return dataset
 
 
 def _image_header(path: Path) -> Tuple[int, int, str]:

@@ -7,6 +7,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from pyro_vae.estimate import ais, amortization
+from pyro_vae.estimate.bits import bits_per_dim, counts_bits
 from pyro_vae.estimate.blocks import (
     ONE_PROCESS,
     Shards,
@@ -174,6 +175,10 @@ def evaluate(
     }
     if method != "is":
         result["ais"] = ais_evaluation(vae, x, **(ais_options or {}))
+    if counts_bits(vae.likelihood):  # from the IS estimate, or AIS's without one
+        best = result["log_marginal"]
+        best = result["ais"]["value"] if best is None else best
+        result["bits_per_dim"] = bits_per_dim(best, x.shape[-1])
     return result
 
 

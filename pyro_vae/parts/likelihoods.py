@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyro_vae.config import BINARY, EIGHT_BIT
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.parts.continuous_bernoulli import ContinuousBernoulliLogits
 from pyro_vae.parts.discretized import LEVELS, DiscretizedLogisticMixture
@@ -34,7 +35,7 @@ class Likelihood(nn.Module):
             bad = x[(x != 0) & (x != 1)][0].item()
             raise DataError(
                 f"{what} is not binary (found the value {bad:g}) but the '{self.name}' likelihood "
-                f"needs 0/1 pixels: binarize the data (data.binarize = true) or use the "
+                f"needs 0/1 pixels: binarize the data (data.binarize = auto or true) or use the "
                 f"'continuous_bernoulli' or 'gaussian' likelihood"
             )
         if self.unit_interval and ((x < 0) | (x > 1)).any():
@@ -142,6 +143,9 @@ def bernoulli(arch: Architecture) -> Likelihood:
     return Bernoulli()
 
 
+bernoulli.needs = BINARY  # data.binarize = "auto" binarizes for it (config/checks.py)
+
+
 @LIKELIHOODS.register("continuous_bernoulli")
 def continuous_bernoulli(arch: Architecture) -> Likelihood:
     """Continuous Bernoulli pixels with logits ``out``: data in [0, 1]."""
@@ -218,3 +222,8 @@ def discretized_logistic(
             f"got {num_components}"
         )
     return DiscretizedLogistic(arch.data_dim, num_components, min_log_scale)
+
+
+discretized_logistic.needs = (
+    EIGHT_BIT  # binarized data is refused for it at config time
+)

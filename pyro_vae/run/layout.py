@@ -7,6 +7,9 @@ CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE = (
     "checkpoint.pt",
 )
 BEST_FILE = "best.pt"  # the checkpoint of the epoch with the highest validation ELBO
+ENVIRONMENT_FILE = (
+    "environment.json"  # versions and device of each start (environment.py)
+)
 LOCK_FILE = ".lock"
 TENSORBOARD_DIR = "tensorboard"  # the TensorBoard log (train.tensorboard = true)
 # the files a run writes: a new run moves these (and nothing else) aside
@@ -17,6 +20,7 @@ RUN_FILES = (
     BEST_FILE,
     "evaluation.json",
     "data.json",
+    ENVIRONMENT_FILE,
     "elbo.png",
     "reconstructions.png",
     "samples.png",

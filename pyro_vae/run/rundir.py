@@ -49,7 +49,7 @@ from pyro_vae.run.lock import lock, unlock
 
 PathLike = Union[str, Path]
 # config keys that may differ between a checkpoint and the run that resumes it
-RESUMABLE = ("train.epochs", "data.data_dir", "train.tensorboard")
+RESUMABLE = ("train.epochs", "data.data_dir", "train.tensorboard", "train.patience")
 
 _HELD: Dict[Path, "RunDir"] = {}  # run directories this process holds locked
 

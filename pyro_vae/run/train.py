@@ -2,9 +2,11 @@
 
 Each epoch: shuffle the training set (the order is a function of seed and epoch alone), take
 SVI steps on full mini-batches (the remainder is dropped, reshuffled next epoch), stop at the
-first non-finite loss, evaluate the ELBO's terms on the test set (and on a fixed slice of the
-training set), append a metrics row, and commit the epoch to the run directory (rundir.py: the
-layout, the lock, the atomic commit); ``resume=True`` continues from it and, with the same seed
+first non-finite loss, evaluate the ELBO's terms on fixed subsets of the test, validation and
+training sets when the evaluation budget says so (epoch_eval.py), append a metrics row, commit
+the epoch to the run directory (rundir.py: the layout, the lock, the atomic commit), hand the
+row to ``on_epoch`` (the CLI prints it), and stop early after ``train.patience`` epochs without
+a better validation ELBO (stopping.py); ``resume=True`` continues from it and, with the same seed
 on the CPU, produces the same numbers as an uninterrupted run. What differs under torchrun
 (each rank steps its shard of every global batch, sums are reduced, only rank 0 writes) is the
 strategy's (``strategy.py``): the loop is the same for one process and for many.
@@ -12,7 +14,7 @@ strategy's (``strategy.py``): the loop is the same for one process and for many.
 
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import pyro
 import torch
@@ -21,20 +23,30 @@ from tqdm.auto import tqdm
 
 from pyro_vae.config import Config
 from pyro_vae.data import Dataset
-from pyro_vae.errors import TrainingError
-from pyro_vae.estimate.diagnostics import elbo_terms
+from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.infer.schedules import kl_weight, step_args
 from pyro_vae.models.vae import VAE
 from pyro_vae.process import resolve_device
-from pyro_vae.run import checkpoint, rundir, strategy, tensorboard
+from pyro_vae.run import (
+    checkpoint,
+    environment,
+    epoch_eval,
+    rundir,
+    strategy,
+    tensorboard,
+)
 from pyro_vae.run.layout import (  # noqa: F401  (re-exported: the run files)
     BEST_FILE,
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    ENVIRONMENT_FILE,
     METRICS_FILE,
 )
+from pyro_vae.run.stopping import stop_reason
 
-EVAL_ROWS = 2000  # rows of the training set whose ELBO is reported each epoch
+EpochHook = Callable[
+    [Dict], None
+]  # called with each epoch's metrics row once committed
 
 
 def learning_rate(config: Config, epoch: int) -> float:
@@ -65,8 +77,14 @@ def fit(
     run_dir: Optional[Path] = None,
     resume: bool = False,
     progress: bool = False,
+    on_epoch: Optional[EpochHook] = None,
 ) -> List[Dict]:
     """Train ``vae`` on ``data.train`` with SVI as ``config`` says; returns the metrics rows.
+
+    ``on_epoch(row)`` is called in the main process after each epoch's commit with its
+    metrics row (``epoch``, ``seconds``, ``train_objective``; on evaluated epochs also
+    ``train_elbo``, ``test_elbo``, ``kl``, ``reconstruction``, ``valid_elbo``, bits/dim where
+    they apply; ``stopped``, the reason, on an epoch after which early stopping ends the run).
 
     With ``run_dir``, holds it locked and commits each epoch there (``checkpoint.pt``, then
     ``metrics.jsonl`` and ``best.pt``); a new run moves a previous run's files aside until its
@@ -78,9 +96,10 @@ def fit(
         raise TrainingError("resuming needs the run directory: pass --out RUN_DIR")
     runner = strategy.start(resolve_device(config.train.device))
     with rundir.opened(run_dir if runner.is_main else None) as run:
+        hook = on_epoch if runner.is_main else None
         with tensorboard.session(config, run_dir) as board:
             return _fit(
-                vae, data, config, runner, run, run_dir, resume, progress, board
+                vae, data, config, runner, run, run_dir, resume, progress, hook, board
             )
 
 
@@ -93,6 +112,7 @@ def _fit(
     run_dir: Optional[Path],
     resume: bool,
     progress: bool,
+    on_epoch: Optional[EpochHook],
     board: tensorboard.Board,
 ) -> List[Dict]:
     t = config.train
@@ -101,7 +121,12 @@ def _fit(
     vae.check_data(data.test, "the test data")
     train_x, test_x = data.train.to(device), data.test.to(device)
     valid_x = None if data.valid is None else data.valid.to(device)
-    eval_x = train_x[:EVAL_ROWS]
+    if t.patience and valid_x is None:
+        raise ConfigError(
+            f"train.patience stops on the validation ELBO, and data set '{data.name}' has "
+            f"no validation split: set data.valid_fraction (e.g. 0.1; array and images "
+            f"data), use a data set with one, or set train.patience = 0"
+        )
     vae.to(device)
     vae.release_params()
     svi, optimizer = runner.svi(vae, config)
@@ -116,8 +141,11 @@ def _fit(
         optimizer.set_state(state["optimizer"])
         runner.restore_rng(state, t.seed)
         metrics, start_epoch = state["metrics"], state["epoch"] + 1
+        _check_not_stopped(metrics, t.patience, run_dir)
     else:
         runner.seed(t.seed)
+    if run is not None:
+        environment.record(run.path, device, start_epoch)
     board.start(run_dir if run is not None else None, metrics)
 
     n = train_x.shape[0]
@@ -126,6 +154,8 @@ def _fit(
     analytic_kl = (
         vae.kl_is_analytic(test_x) if config.objective.name == "meanfield" else None
     )
+    scoring = epoch_eval.plan(vae, config, train_x, test_x, valid_x, n)
+    hint = _binarized_hint(config, vae)
     with pyro.validation_enabled(t.validate):
         for epoch in range(start_epoch, t.epochs + 1):
             began = time.perf_counter()
@@ -148,11 +178,12 @@ def _fit(
                         svi, runner.shard(rows), weight, t.reconstruction_weight
                     )
                 if (step + 1) % t.check_every == 0 or step + 1 == steps_per_epoch:
-                    _check_finite(losses, step + 1 - t.check_every, step, epoch, lr)
-                if progress and step % 50 == 0:
-                    bar.set_postfix(
-                        loss=f"{losses[step].item() * runner.world_size / batch:.2f}"
+                    _check_finite(
+                        losses, step + 1 - t.check_every, step, epoch, lr, hint
                     )
+                if progress and step % 50 == 0:  # the mean loss so far this epoch
+                    mean = losses[: step + 1].mean().item() * runner.world_size / batch
+                    bar.set_postfix(loss=f"{mean:.2f}")
             total = runner.all_sum(losses.sum()).item()
             row = {
                 "epoch": epoch,
@@ -160,9 +191,8 @@ def _fit(
                 "world_size": runner.world_size,
                 "train_objective": -total / (steps_per_epoch * batch),
             }
-            row.update(_evaluate(vae, test_x, eval_x))
-            if valid_x is not None:
-                row["valid_elbo"] = elbo_terms(vae, valid_x)["elbo"].mean().item()
+            if scoring.due(epoch, t.epochs):
+                row.update(scoring.scores(vae, t.seed * 1_000_003 + epoch))
             row.update(
                 kl_weight=kl_weight(
                     config, epoch * steps_per_epoch - 1, steps_per_epoch
@@ -172,6 +202,9 @@ def _fit(
             if analytic_kl is not None:
                 row["analytic_kl"] = analytic_kl
             metrics.append(row)
+            stopped = stop_reason(metrics, t.patience)
+            if stopped:
+                row["stopped"] = stopped
             rng = runner.rng_state() if run_dir is not None else {}
             if run is not None:
                 state = {
@@ -184,7 +217,36 @@ def _fit(
                 }
                 run.commit(state)
             board.log(metrics)
+            if on_epoch is not None:
+                on_epoch(row)
+            if stopped:
+                break
     return metrics
+
+
+def _check_not_stopped(metrics: List[Dict], patience: int, run_dir: Path) -> None:
+    """Refuse to resume a run that early stopping ended, unless ``patience`` now lets it go
+    on (then the old reason is dropped from its last row)."""
+    reason = stop_reason(metrics, patience)
+    if reason:
+        raise TrainingError(
+            f"the run in '{run_dir}' stopped early at epoch {metrics[-1]['epoch']}: "
+            f"{reason}; to train further, resume with a larger --set train.patience=N"
+        )
+    if metrics:
+        metrics[-1].pop("stopped", None)
+
+
+def _binarized_hint(config: Config, vae: VAE) -> str:
+    """The extra likely cause of a non-finite loss when binarized data meet a likelihood of
+    grey levels (its scale can collapse onto the two values)."""
+    if config.data.binarize is True and not getattr(vae.likelihood, "binary", False):
+        return (
+            f", or binarized data (data.binarize = true) under the "
+            f"'{config.likelihood.name}' likelihood, which models grey levels: set "
+            f"--set data.binarize=false (or auto)"
+        )
+    return ""
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -195,7 +257,9 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     )
 
 
-def _check_finite(losses: torch.Tensor, first: int, last: int, epoch: int, lr: float):
+def _check_finite(
+    losses: torch.Tensor, first: int, last: int, epoch: int, lr: float, hint: str = ""
+):
     """Raise at the first non-finite loss among steps ``first..last`` (0-based; one host
     synchronisation)."""
     window = losses[max(first, 0) : last + 1]
@@ -206,15 +270,5 @@ def _check_finite(losses: torch.Tensor, first: int, last: int, epoch: int, lr: f
             f"the loss became {losses[step].item()} at epoch {epoch}, step {step + 1}; "
             f"training stopped and the last checkpoint (epoch {epoch - 1}) is intact. Likely "
             f"causes: a learning rate too high (now {lr:g}), data with extreme values, or a "
-            f"likelihood scale near zero"
+            f"likelihood scale near zero{hint}"
         )
-
-
-def _evaluate(vae: VAE, test_x: torch.Tensor, eval_x: torch.Tensor) -> Dict[str, float]:
-    test = elbo_terms(vae, test_x)
-    return {
-        "train_elbo": elbo_terms(vae, eval_x)["elbo"].mean().item(),
-        "test_elbo": test["elbo"].mean().item(),
-        "kl": test["kl"].mean().item(),
-        "reconstruction": test["reconstruction"].mean().item(),
-    }

@@ -41,9 +41,11 @@ def write_figures(
     out_dir: Path,
     labels: Optional[torch.Tensor] = None,
     metrics: Optional[List[Dict]] = None,
+    label_names: Optional[Sequence[str]] = None,
 ) -> List[Path]:
     """Write the standard figures for held-out rows ``x`` (flattened, on the VAE's device)
-    into ``out_dir``; returns the paths written."""
+    into ``out_dir`` (``label_names[k]`` names label k in the latent scatter); returns the
+    paths written."""
     out_dir = Path(out_dir)
     was_training = vae.training
     vae.eval()
@@ -78,7 +80,9 @@ def write_figures(
         decode = vae.decode
     scatter_labels = None if labels is None else labels[:SCATTER_ROWS]
     written.append(
-        plots.latent_scatter(means, out_dir / "latent_scatter.png", scatter_labels)
+        plots.latent_scatter(
+            means, out_dir / "latent_scatter.png", scatter_labels, label_names
+        )
     )
     if kl is not None:
         written.append(plots.kl_per_dimension(kl, out_dir / "kl_per_dim.png"))

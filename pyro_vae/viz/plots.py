@@ -117,25 +117,39 @@ def mosaic(pictures: Sequence[np.ndarray], cols: int, gap: int = 1) -> np.ndarra
 
 
 def training_curves(metrics: List[Dict], path: Path) -> Path:
-    """Train/test ELBO per epoch, and the test ELBO's two terms."""
-    epochs = [m["epoch"] for m in metrics]
-    fig, ((a, b),) = _figure(1, 2, figsize=(10, 3.6))
-    a.plot(epochs, [m["train_elbo"] for m in metrics], label="train ELBO")
-    a.plot(epochs, [m["test_elbo"] for m in metrics], label="test ELBO")
+    """Three panels, each on its own scale so that none flattens another (an image's
+    distortion is thousands of nats, its KL tens): the ELBO per epoch (the training objective
+    every epoch; train, validation and test ELBO on the epochs that scored them, with a
+    bits/dim axis where the rows carry bits), the distortion -E_q[log p(x|z)] and the rate
+    KL(q || p) of the test ELBO."""
+    scored = [m for m in metrics if "test_elbo" in m]
+    epochs = [m["epoch"] for m in scored]
+    fig, ((a, b, c),) = _figure(1, 3, figsize=(13.5, 3.6))
+    a.plot(
+        [m["epoch"] for m in metrics],
+        [m["train_objective"] for m in metrics],
+        color="0.7",
+        linewidth=0.8,
+        label="training objective",
+    )
+    for key in ("train", "valid", "test"):
+        rows = [m for m in scored if f"{key}_elbo" in m]
+        if rows:
+            xs, ys = [m["epoch"] for m in rows], [m[f"{key}_elbo"] for m in rows]
+            a.plot(xs, ys, marker=".", markersize=3, label=f"{key} ELBO")
     a.set(xlabel="epoch", ylabel="nats per data point", title="ELBO")
-    a.legend()
-    b.plot(
-        epochs,
-        [-m["reconstruction"] for m in metrics],
-        label="-reconstruction (distortion)",
-    )
-    b.plot(epochs, [m["kl"] for m in metrics], label="KL(q || p) (rate)")
-    b.set(
-        xlabel="epoch",
-        ylabel="nats per data point",
-        title="test ELBO = reconstruction - KL",
-    )
-    b.legend()
+    a.legend(fontsize=7)
+    bits = [m for m in scored if m.get("test_bits_per_dim") and m["test_elbo"]]
+    if bits:  # bits/dim = nats * (bits/dim per nat), a constant -1 / (D ln 2)
+        per_nat = bits[-1]["test_bits_per_dim"] / bits[-1]["test_elbo"]
+        right = a.secondary_yaxis(
+            "right", functions=(lambda n: n * per_nat, lambda b: b / per_nat)
+        )
+        right.set_ylabel("bits/dim")
+    b.plot(epochs, [-m["reconstruction"] for m in scored], color="C3")
+    b.set(xlabel="epoch", ylabel="nats per data point", title="distortion (test)")
+    c.plot(epochs, [m["kl"] for m in scored], color="C4")
+    c.set(xlabel="epoch", ylabel="nats per data point", title="rate KL(q || p) (test)")
     return save(fig, path)
 
 
@@ -217,15 +231,27 @@ def project_2d(z: torch.Tensor) -> Tuple[torch.Tensor, str]:
 
 
 def latent_scatter(
-    z: torch.Tensor, path: Path, labels: Optional[torch.Tensor] = None
+    z: torch.Tensor,
+    path: Path,
+    labels: Optional[torch.Tensor] = None,
+    label_names: Optional[Sequence[str]] = None,
 ) -> Path:
-    """Posterior means of many inputs in the plane, coloured by label when labels are given;
-    latents with more than two dimensions are projected on their first two principal axes.
+    """Posterior means of many inputs in the plane, coloured by label when labels are given
+    (a legend of ``label_names[k]`` when label k has a name, e.g. an image folder's
+    sub-folder); latents with more than two dimensions are projected on their first two
+    principal axes.
     """
     points, name = project_2d(z)
     fig, ((ax,),) = _figure(figsize=(5.2, 4.4))
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.8)
+    elif label_names:
+        colour = torch.as_tensor(labels).cpu()
+        for k, name in enumerate(label_names):
+            mine = points[colour == k]
+            if len(mine):
+                ax.scatter(mine[:, 0], mine[:, 1], s=6, alpha=0.8, label=name)
+        ax.legend(fontsize=7, markerscale=2, title="label", title_fontsize=7)
     else:
         colour = torch.as_tensor(labels).cpu().numpy()
         drawn = ax.scatter(

@@ -21,6 +21,8 @@ FAST = [
     "2",
     "--set",
     "model.hidden=[32]",
+    "--eval-every",
+    "1",
     "--no-progress",
 ]
 
@@ -39,7 +41,13 @@ def test_train_evaluate_sample_on_the_default_data(tmp_path, capsys):
         assert (run / name).stat().st_size > 0, name
     saved = cfg.load(str(run / "config.toml"))
     assert saved == cfg.load(
-        None, {"train.epochs": 2, "model.latent_dim": 2, "model.hidden": [32]}
+        None,
+        {
+            "train.epochs": 2,
+            "model.latent_dim": 2,
+            "model.hidden": [32],
+            "train.eval_every": 1,
+        },
     )
     rows = [
         json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()

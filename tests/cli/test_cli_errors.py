@@ -297,7 +297,8 @@ def test_resume_with_another_config_names_the_differing_keys(trained, tmp_path, 
     assert refused(capsys, [*resume, "--config", str(other)]) == (
         f"cannot resume '{run}': the config differs from the checkpoint's in "
         f"model.latent_dim (2 -> 5), prior.name ('standard_normal' -> 'vamp'); only "
-        f"train.epochs, data.data_dir and train.tensorboard may change when resuming "
+        f"train.epochs, data.data_dir, train.tensorboard and train.patience may change when "
+        f"resuming "
         f"(start a new run with "
         f"another --out for other changes)"
     )

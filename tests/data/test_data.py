@@ -337,6 +337,7 @@ def test_image_folder_with_labels_and_colour(tmp_path):
     everything = torch.cat([ds.train, ds.test]).reshape(-1, 3, 6, 5)
     red = everything[(everything[:, 0] == 1).all(-1).all(-1)]
     assert len(red) == 1 and red[0, 1:].abs().max() == 0  # pure red, channel-first
+    assert ds.label_names == ("cat", "dog")  # label k names sub-folder k
 
 
 def test_image_sizes_must_agree_or_be_resized(tmp_path):

@@ -29,6 +29,8 @@ TINY = [
     "50",
     "--set",
     "objective.jit=false",  # a compiled ELBO costs seconds in every new process
+    "--eval-every",
+    "1",  # every epoch scored, so that best.pt moves
     "--no-progress",
 ]
 EPOCHS = 4

@@ -34,6 +34,7 @@ def digits_run(**overrides):
             "model.hidden": [32],
             "train.epochs": 4,
             "train.batch_size": 250,
+            "train.eval_every": 1,  # every epoch scored (the default's budget: test_epoch_eval)
             **overrides,
         },
     )
@@ -386,3 +387,19 @@ def _eager_elbo():
     from pyro.infer import Trace_ELBO
 
     return Trace_ELBO(max_plate_nesting=1)
+
+
+def test_the_nan_message_names_binarized_data_under_a_grey_likelihood():
+    from pyro_vae.run.train import _binarized_hint, _check_finite
+
+    losses = torch.tensor([1.0, float("nan")], dtype=torch.float64)
+    for overrides, named in (
+        ({"likelihood.name": "gaussian", "data.binarize": True}, True),
+        ({"likelihood.name": "gaussian"}, False),  # auto: grey data, not binarized
+        ({}, False),  # bernoulli on binarized data is as it should be
+    ):
+        config, ds, vae = digits_run(**overrides)
+        with pytest.raises(TrainingError) as err:
+            _check_finite(losses, 0, 1, 3, 1e-3, _binarized_hint(config, vae))
+        assert ("binarized data (data.binarize = true)" in str(err.value)) == named
+        assert "epoch 3, step 2" in str(err.value)

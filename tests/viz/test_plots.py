@@ -125,3 +125,51 @@ def test_show_inline_hands_the_notebook_png_bytes(tmp_path, monkeypatch):
     pdf = plots.save(fig, tmp_path / "a.pdf")
     plots.show_inline(fig, pdf)  # not a PNG file: the figure is rendered to PNG
     assert shown[1].data[:8] == PNG_MAGIC
+
+
+def drawn(monkeypatch):
+    """Keep the figures that plots.save would close, to read them back."""
+    figures = []
+    real = plots.save
+
+    def keep(fig, path, *args, **kwargs):
+        figures.append(fig)
+        return real(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "save", keep)
+    return figures
+
+
+def test_latent_scatter_names_the_classes_by_their_folders(tmp_path, monkeypatch):
+    figures = drawn(monkeypatch)
+    z, labels = torch.randn(30, 2), torch.arange(30) % 3
+    plots.latent_scatter(z, tmp_path / "s.png", labels, ("cat", "dog", "owl"))
+    legend = figures[-1].axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["cat", "dog", "owl"]
+    plots.latent_scatter(z, tmp_path / "n.png", labels)  # no names: a colour bar
+    assert figures[-1].axes[0].get_legend() is None and len(figures[-1].axes) == 2
+
+
+def test_elbo_figure_gives_kl_its_own_axis_and_shows_bits(tmp_path, monkeypatch):
+    figures = drawn(monkeypatch)
+    rows = [
+        {"epoch": e, "train_objective": -15000.0 + e, "seconds": 1.0} for e in (1, 2, 3)
+    ]
+    for row, elbo, kl in ((rows[1], -14000.0, 20.0), (rows[2], -13900.0, 25.0)):
+        bits = -elbo / (3072 * np.log(2))
+        row.update(train_elbo=elbo, test_elbo=elbo, kl=kl, reconstruction=elbo + kl)
+        row.update(test_bits_per_dim=bits)
+    plots.training_curves(rows, tmp_path / "elbo.png")
+    fig = figures[-1]
+    kl_axis = next(a for a in fig.axes if "KL" in a.get_title())
+    low, high = kl_axis.get_ylim()
+    assert 15 < low and high < 30  # the KL is drawn on a scale of its own, not 0-14,000
+    assert "bits/dim" in right_labels(fig)
+    no_bits = [{k: v for k, v in r.items() if k != "test_bits_per_dim"} for r in rows]
+    plots.training_curves(no_bits, tmp_path / "elbo2.png")
+    assert "bits/dim" not in right_labels(figures[-1])
+
+
+def right_labels(fig):
+    """The labels of the secondary (right-hand) axes of a figure's panels."""
+    return [c.get_ylabel() for a in fig.axes for c in a.child_axes]
