@@ -136,14 +136,20 @@ def _evaluate(args: argparse.Namespace) -> None:
         )
     if result["khat_max"] is not None:
         unreliable = result["khat_frac_above_0.7"]
+        near = (
+            f"; {result['khat_near_0.7']} of {result['n']} images within the fit's noise "
+            f"(±{result['khat_noise']:.2f}) of 0.7, where k-hat cannot tell the side"
+        )
         print(
             f"Pareto k-hat: max {result['khat_max']:.2f}, mean {result['khat_mean']:.2f}; "
             + (
                 f"UNRELIABLE standard error: k-hat > 0.7 for {unreliable:.1%} of the images "
                 f"(importance weights with infinite variance; the ± above is too small)"
                 if unreliable > 0
-                else "standard errors reliable (k-hat <= 0.7 everywhere)"
+                else "no k-hat above 0.7 (no sign of infinite-variance weights; k-hat "
+                "alone cannot show the ± is right)"
             )
+            + near
         )
     if a:
         print(

@@ -30,7 +30,7 @@ from pyro_vae.estimate.marginal import (
     log_marginal_likelihood,
     worth_compiling,
 )
-from pyro_vae.estimate.pareto import KHAT_UNRELIABLE
+from pyro_vae.estimate.pareto import KHAT_UNRELIABLE, khat_noise
 from pyro_vae.models.vae import VAE
 from pyro_vae.process import forked_rng, prepare_heap
 
@@ -48,16 +48,29 @@ def _mean_stderr(stderr: torch.Tensor):
     return (stderr.pow(2).sum().sqrt() / stderr.numel()).item()
 
 
-def khat_summary(khat: Optional[torch.Tensor]) -> Dict[str, Optional[float]]:
+def khat_summary(
+    khat: Optional[torch.Tensor], num_samples: int
+) -> Dict[str, Optional[float]]:
     """``khat_max``, ``khat_mean`` and ``khat_frac_above_0.7`` over the data points with a
-    k-hat (all None when none has one: K < 50)."""
+    k-hat (all None when none has one: K < 50); ``khat_noise``, the fit's standard deviation
+    at 0.7 for K = ``num_samples`` (``pareto.khat_noise``), and ``khat_near_0.7``, how many
+    points lie within it of 0.7 (their side of the threshold is undecided)."""
     finite = None if khat is None else khat[torch.isfinite(khat)]
     if finite is None or finite.numel() == 0:
-        return {"khat_max": None, "khat_mean": None, "khat_frac_above_0.7": None}
+        return {
+            "khat_max": None,
+            "khat_mean": None,
+            "khat_frac_above_0.7": None,
+            "khat_noise": None,
+            "khat_near_0.7": None,
+        }
+    noise = khat_noise(num_samples)
     return {
         "khat_max": finite.max().item(),
         "khat_mean": finite.mean().item(),
         "khat_frac_above_0.7": (finite > KHAT_UNRELIABLE).double().mean().item(),
+        "khat_noise": noise,
+        "khat_near_0.7": int(((finite - KHAT_UNRELIABLE).abs() <= noise).sum()),
     }
 
 
@@ -157,7 +170,7 @@ def evaluate(
         "log_marginal": estimate and estimate.log_marginal.mean().item(),
         "log_marginal_stderr": estimate and _mean_stderr(estimate.stderr),
         "ess_mean": estimate and estimate.ess.mean().item(),
-        **khat_summary(None if estimate is None else estimate.khat),
+        **khat_summary(None if estimate is None else estimate.khat, num_samples),
         "elbo": terms["elbo"].mean().item(),
         "reconstruction": terms["reconstruction"].mean().item(),
         "kl": terms["kl"].mean().item(),

@@ -118,7 +118,12 @@ class ContextFirstNN:
 
     def __call__(self, x: torch.Tensor):
         net = self.net
-        h = F.linear(x, self.input_weight) + self.context_part
+        # Pyro's inverse starts from float32 zeros whatever the flow's dtype: take the
+        # weights' dtype (Pyro's own network concatenates, which promotes the same way)
+        h = (
+            F.linear(x.to(self.input_weight.dtype), self.input_weight)
+            + self.context_part
+        )
         for layer in net.layers[1:]:
             h = layer(net.f(h))
         if net.output_multiplier == 1:

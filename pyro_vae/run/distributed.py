@@ -50,6 +50,7 @@ from pyro.infer import SVI
 from torch import nn
 
 from pyro_vae.errors import ConfigError
+from pyro_vae.run import finite_step
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -187,6 +188,8 @@ def tensor_svi(
     def loss_and_grads(model, guide, *args) -> torch.Tensor:
         loss = module(*args)
         loss.backward()
+        if world_size > 1:  # every rank agrees on finiteness before the step
+            return finite_step.agree(loss.detach() / world_size, optimizer.optimizer)
         return loss.detach() / world_size
 
     return TensorSVI(vae.model, vae.guide, optimizer, module, loss_and_grads)

@@ -348,7 +348,11 @@ def test_evaluate_reports_reliable_errors_and_the_information(
 ):
     result, out = evaluate_linear(2.0, tmp_path, monkeypatch, capsys)
     assert result["khat_max"] < 0.5 and result["khat_frac_above_0.7"] == 0.0
-    assert "standard errors reliable" in out and "UNRELIABLE" not in out
+    assert "no k-hat above 0.7" in out and "UNRELIABLE" not in out
+    assert (
+        "errors reliable" not in out
+    )  # k-hat alone does not vouch for a standard error
+    assert f"{result['khat_near_0.7']} of 30 images within the fit's noise" in out
     assert (
         result["mutual_information"] > 0 and result["mutual_information_points"] == 30
     )

@@ -12,6 +12,8 @@ one-process reference). Not a test module itself.
 * ``train5``: 5 epochs of the default digits config into OUT/run5 (rank 0 writes).
 * ``resume_single``: resume OUT/single (a one-process run) to 3 epochs under torchrun.
 * ``evaluate``: ``pyro-vae evaluate OUT/run5`` (sharded), as the last call.
+* ``nan``: ``pyro-vae train`` (the console entry, ``pyro_vae.cli.main``) for 3 epochs into
+  OUT/nan; rank 1 alone gets a NaN loss at epoch 2, step 2. ``nan_resume``: resume it, clean.
 * ``kill``: ``pyro-vae train`` for 3 epochs into OUT/killed; rank 1 of the first attempt kills
   itself (SIGKILL) in epoch 2, and torchrun's restart resumes from the epoch-1 checkpoint.
 """
@@ -42,6 +44,7 @@ OBJECTIVES = {
     "iwae": {"objective.name": "iwae"},
 }
 COMPILED = {"trace_jit": {"objective.name": "trace", "objective.jit": True}}
+NAN_CALL = 7  # 5 steps per epoch at FAST's global batch: epoch 2, step 2
 FAST = {"model.hidden": [64], "model.latent_dim": 4, "train.batch_size": 250}
 
 
@@ -154,6 +157,22 @@ def main(out: Path, modes):
     if "evaluate" in modes:
         args = ["evaluate", str(out / "run5"), "--num-samples", "20", "--limit", "45"]
         sys.exit(cli.main(args + ["--device", "cpu"]))
+    if "nan" in modes or "nan_resume" in modes:
+        from pyro_vae.cli import main as console
+
+        real_forward, calls = distributed.ELBOLoss.forward, {"n": 0}
+
+        def poisoned(self, *args):
+            calls["n"] += 1
+            loss = real_forward(self, *args)
+            poison = "nan" in modes and rank == 1 and calls["n"] == NAN_CALL
+            return loss * float("nan") if poison else loss
+
+        distributed.ELBOLoss.forward = poisoned
+        args = ["train", "--epochs", "3", "--no-progress", "--out", str(out / "nan")]
+        fast = [f"--set={k}={v}" for k, v in FAST.items()]
+        resume = ["--resume"] if "nan_resume" in modes else []
+        sys.exit(console(args + fast + resume + ["--device", "cpu"]))
     if "kill" in modes:
         real = Torchrun.rng_state
         calls = {"n": 0}

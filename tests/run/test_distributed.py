@@ -48,8 +48,11 @@ def environment() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
 
 
-def launch(out: Path, *modes: str, extra=()) -> subprocess.CompletedProcess:
-    """One torchrun with 2 processes on this machine; fails the test with its output."""
+def launch(
+    out: Path, *modes: str, extra=(), ok: bool = True
+) -> subprocess.CompletedProcess:
+    """One torchrun with 2 processes on this machine; fails the test with its output
+    (unless ``ok`` is False: a launch expected to fail)."""
     done = subprocess.run(
         torchrun(
             "--nproc_per_node",
@@ -68,9 +71,9 @@ def launch(out: Path, *modes: str, extra=()) -> subprocess.CompletedProcess:
         text=True,
         timeout=LAUNCH_TIMEOUT,
     )
-    if done.returncode:
+    if done.returncode and ok:
         Path("/tmp/launch_fail.log").write_text(done.stdout + done.stderr)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0 or not ok, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
@@ -290,6 +293,25 @@ def test_a_killed_worker_stops_all_and_the_restart_resumes_exactly(
     straight = torch.load(two_processes / "straight" / CHECKPOINT_FILE)["model"]
     for key in straight:
         torch.testing.assert_close(killed[key], straight[key])
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_both_with_one_line_and_the_run_resumes(tmp_path):
+    """Rank 1 alone gets a NaN loss in epoch 2: both ranks agree before the step, stop at
+    the same step with the same one-line error, exit 1 (torchrun's status); the epoch-1
+    checkpoint is intact and --resume finishes the run."""
+    done = launch(tmp_path, "nan", ok=False)
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    lines = [x for x in output.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 2 and lines[0] == lines[1], output[-3000:]
+    assert "the loss became nan at epoch 2, step 2" in lines[0]
+    assert "DistBackendError" not in output and "Connection closed" not in output
+    run = tmp_path / "nan"
+    assert [r["epoch"] for r in metrics(run)] == [1]
+    assert torch.load(run / CHECKPOINT_FILE)["epoch"] == 1
+    launch(tmp_path, "nan_resume")
+    assert [r["epoch"] for r in metrics(run)] == [1, 2, 3]
 
 
 # ---- in one process ----
