@@ -24,6 +24,7 @@ from pyro_vae.checks import ais as ais_checks
 from pyro_vae.checks import densities as check_densities
 from pyro_vae.checks import marginal as check_marginal
 from pyro_vae.checks import objectives as check_objectives
+from pyro_vae.checks import semi_supervised as check_semi_supervised
 from pyro_vae.checks import suites as check_suites
 from pyro_vae.checks.analytic import LinearGaussian
 from pyro_vae.checks.analytic_models import true_model
@@ -53,6 +54,7 @@ SUITES: List[Suite] = [
     check_densities.density_checks,
     check_suites.training_checks,
     ais_checks.ais_suite,
+    check_semi_supervised.semi_supervised_checks,
 ]
 
 

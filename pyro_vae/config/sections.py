@@ -37,6 +37,11 @@ class ModelConfig:
     latent_dim: int = 10
     hidden: Tuple[int, ...] = (200, 200)
     activation: str = "tanh"
+    classes: int = 10  # semi_supervised: the number of classes y
+    labels: float = -1.0  # semi_supervised: labels kept, N >= 1 or a fraction (-1: all)
+    alpha: float = (
+        0.1  # semi_supervised: classification weight / N (Kingma et al. 2014)
+    )
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ A new family is one module in this wing: a ``Family`` subclass and a factory
 """
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
+import torch
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import nn
@@ -61,6 +62,17 @@ class Family(nn.Module):
     def kl_is_analytic(self, x) -> bool:
         """Whether ``TraceMeanField_ELBO`` computes every KL term in closed form."""
         return False
+
+    def training_rows(self, data) -> torch.Tensor:
+        """The rows ``fit`` shuffles and steps on: ``data.train`` unless a family appends
+        columns (the semi-supervised family appends each row's label, -1 where hidden).
+        """
+        return data.train
+
+    def records(self) -> Dict[str, Dict]:
+        """JSON records the run directory keeps beside the checkpoint (``NAME.json``): for
+        the semi-supervised family, which rows kept their labels."""
+        return {}
 
 
 def build(config: Config, data_shape: Union[int, Sequence[int]]) -> Family:

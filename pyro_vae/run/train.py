@@ -95,9 +95,9 @@ def _fit(
     device = runner.device
     vae.check_data(data.train, "the training data")
     vae.check_data(data.test, "the test data")
-    train_x, test_x = data.train.to(device), data.test.to(device)
+    train_x, test_x = vae.training_rows(data).to(device), data.test.to(device)
     valid_x = None if data.valid is None else data.valid.to(device)
-    eval_x = train_x[:EVAL_ROWS]
+    eval_x = data.train[:EVAL_ROWS].to(device)
     vae.to(device)
     vae.release_params()
     svi, optimizer = runner.svi(vae, config)

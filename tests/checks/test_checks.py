@@ -44,7 +44,7 @@ QUANTITIES = [
     "prior flow: integral of the density",
     "SVI-trained linear VAE: mean log p(x)",
 ]
-NUM_ROWS = 88  # 77 + the 11 AIS rows
+NUM_ROWS = 95  # 77 + the 11 AIS rows + enum + the 6 semi-supervised rows
 
 
 @pytest.fixture(autouse=True)
