@@ -6,6 +6,7 @@ prints and plots. The heavy modules (torch, Pyro) are imported inside the functi
 """
 
 import argparse
+import json
 from pathlib import Path
 from typing import Dict
 
@@ -40,6 +41,7 @@ FLAGS = {
     "reconstruction_weight": "train.reconstruction_weight",
     "device": "train.device",
     "seed": "train.seed",
+    "labels": "model.labels",
 }
 
 
@@ -81,6 +83,7 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
     from pyro_vae.data import record as data_record
     from pyro_vae.run import distributed
     from pyro_vae.run import train as training
+    from pyro_vae.run.checkpoint import atomic_write_text
     from pyro_vae.viz.figures import write_figures
 
     run_dir = Path(args.out)
@@ -124,6 +127,11 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
     if not main:
         return
     data_record.write(run_dir, config.data, dataset)
+    for (
+        name,
+        record,
+    ) in vae.records().items():  # e.g. labels.json: which rows kept labels
+        atomic_write_text(run_dir / f"{name}.json", json.dumps(record))
     for row in metrics[-1:]:
         print(
             f"epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO {row['test_elbo']:.2f} "

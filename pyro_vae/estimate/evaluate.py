@@ -13,6 +13,7 @@ from pyro_vae.estimate.blocks import (
     blockwise,
     default_block_size,
 )
+from pyro_vae.estimate.classification import classification_error
 from pyro_vae.estimate.diagnostics import (
     active_units,
     elbo_terms,
@@ -104,6 +105,7 @@ def evaluate(
     shards: Shards = ONE_PROCESS,
     method: str = "is",
     ais_options: Optional[Dict] = None,
+    labels: Optional[torch.Tensor] = None,
 ) -> Dict:
     """Mean per-data-point log p(x) (K = ``num_samples``) with its standard error and the Pareto
     k-hat summary (points with k-hat > 0.7 have unreliable standard errors), IWAE_K for
@@ -114,6 +116,9 @@ def evaluate(
 
     With ``method`` ``ais`` or ``both``, also ``ais_evaluation(vae, x, **ais_options)`` under
     ``"ais"``; with ``ais`` the K-sample IS estimate is skipped (its fields are None).
+
+    A family with a class latent y (a discrete site it declares) gets log p(x) with y summed
+    out exactly, and with ``labels`` the test error of q(y | x) under ``"classification"``.
 
     The importance-sampling draws are a function of ``seed`` and each row's index alone, so the
     result is the same on one process and sharded over the processes of ``shards`` (every rank gets the
@@ -134,12 +139,16 @@ def evaluate(
             "value": bound.log_marginal.mean().item(),
             "stderr": _mean_stderr(bound.stderr),
         }
+    classes = [s for s in getattr(vae, "latent_sites", ()) if s.discrete]
     with forked_rng(x):
         torch.manual_seed(seed)
         terms = elbo_terms(vae, x)
-        kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)
-        units = active_units(vae, x) if n >= 2 else None
-        info = mutual_information(vae, x[:MI_POINTS]) if n >= 2 else None
+        if classes:  # q(z | x, y): the diagnostics below read a q(z | x) of x alone
+            kl_dims, kl_dims_method, units, info = None, None, None, None
+        else:
+            kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)
+            units = active_units(vae, x) if n >= 2 else None
+            info = mutual_information(vae, x[:MI_POINTS]) if n >= 2 else None
     result = {
         "n": n,
         "num_samples": num_samples,
@@ -161,6 +170,8 @@ def evaluate(
         "mutual_information_stderr": _get(info, "stderr"),
         "mutual_information_points": _get(info, "points"),
     }
+    if classes and labels is not None:
+        result["classification"] = classification_error(vae, x, labels)
     if method != "is":
         result["ais"] = ais_evaluation(vae, x, **(ais_options or {}))
     return result
