@@ -39,9 +39,8 @@ class ModelConfig:
     activation: str = "tanh"
     classes: int = 10  # semi_supervised: the number of classes y
     labels: float = -1.0  # semi_supervised: labels kept, N >= 1 or a fraction (-1: all)
-    alpha: float = (
-        0.1  # semi_supervised: classification weight / N (Kingma et al. 2014)
-    )
+    alpha: float = 0.1  # semi_supervised: aux. weight / N (Kingma et al. 2014)
+    given: int = 1  # conditional: quadrants of each image given (1, 2 or 3)
 
 
 @dataclass(frozen=True)

@@ -143,7 +143,7 @@ def evaluate(
     with forked_rng(x):
         torch.manual_seed(seed)
         terms = elbo_terms(vae, x)
-        if classes:  # q(z | x, y): the diagnostics below read a q(z | x) of x alone
+        if not getattr(vae, "unconditional", True):  # they read q(z | x), p(z) alone
             kl_dims, kl_dims_method, units, info = None, None, None, None
         else:
             kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)

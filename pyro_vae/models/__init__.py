@@ -7,6 +7,7 @@ latent-site declarations every family makes, and ``build``, which picks a family
 May import: ``parts`` and the bottom layer (``config``, ``errors``, ``registry``, ``process``).
 """
 
+from pyro_vae.models import conditional  # noqa: F401  (registers the family)
 from pyro_vae.models import semi_supervised  # noqa: F401  (registers the family)
 from pyro_vae.models import vae  # noqa: F401  (registers the family)
 from pyro_vae.models.family import Family, LatentSite, build  # noqa: F401

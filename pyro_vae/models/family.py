@@ -43,6 +43,9 @@ class Family(nn.Module):
     the three hooks below."""
 
     latent_sites: Tuple[LatentSite, ...] = ()
+    # q(z | x) and p(z) are the ``encoder`` and ``prior`` parts, of x alone: the diagnostics
+    # that read them (KL per dimension, active units, mutual information) apply
+    unconditional: bool = True
 
     def model(self, x, *args, **kwargs):
         raise NotImplementedError

@@ -61,6 +61,8 @@ class SemiSupervised(Family):
     ``decoder`` [z, y] -> likelihood parameters, ``likelihood``, ``prior`` p(z); ``alpha`` the
     classification weight per training row."""
 
+    unconditional = False  # q(z | x, y): no q(z | x) of x alone for the diagnostics
+
     def __init__(
         self,
         data_dim: int,
