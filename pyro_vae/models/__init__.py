@@ -1,8 +1,10 @@
 """Model families: a Pyro ``model``/``guide`` pair built from registered parts.
 
 Each family is one module registered in ``registry.FAMILIES`` (``[model] family`` names it):
-today ``vae``, one latent layer z. ``family`` is the seam: the ``Family`` base class, the
-latent-site declarations every family makes, and ``build``, which picks a family by name.
+``vae`` (one latent layer z), ``semi_supervised`` (M2: a class y enumerated, a style z)
+and ``conditional`` (the CVAE completing given quadrants). ``family`` is the seam: the
+``Family`` base class, the latent-site declarations every family makes, and ``build``, which
+picks a family by name.
 
 May import: ``parts`` and the bottom layer (``config``, ``errors``, ``registry``, ``process``).
 """
