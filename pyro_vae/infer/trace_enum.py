@@ -23,4 +23,7 @@ def enum(context: None, num_particles: int = 1) -> ELBO:
         vectorize_particles=True,
         max_plate_nesting=MAX_PLATE_NESTING,
         ignore_jit_warnings=True,
+        # a batch of labelled rows only, or a family without discrete sites: nothing to
+        # enumerate, which is not a mistake here
+        strict_enumeration_warning=False,
     )
