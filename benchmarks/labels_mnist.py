@@ -185,7 +185,11 @@ def main(argv=None) -> dict:
     p.add_argument("--sup-steps", type=int, default=300)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--is-points", type=int, default=2000)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--m2-runs",
+        default="100:0,100:1,100:2,600:0,1000:0",
+        help="LABELS:SEED pairs of the M2 runs",
+    )
     p.add_argument("--parts", default="cost,m2,cvae")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default="benchmarks/results/labels_mnist.json")
@@ -200,7 +204,7 @@ def main(argv=None) -> dict:
         result["epoch_seconds"] = epoch_cost(args, ds)
         print("epoch seconds", result["epoch_seconds"], flush=True)
     if "m2" in parts:
-        runs = [(100, s) for s in range(args.seeds)] + [(600, 0), (1000, 0)]
+        runs = [tuple(map(int, r.split(":"))) for r in args.m2_runs.split(",")]
         result["m2"] = []
         for labels, seed in runs:
             result["m2"].append(m2_run(args, ds, labels, seed))
