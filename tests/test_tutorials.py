@@ -34,8 +34,8 @@ REGISTRIES = (
 )
 
 
-def test_there_are_seven_tutorials_and_the_readme_lists_them():
-    assert len(TUTORIALS) == 7, TUTORIALS
+def test_there_are_eight_tutorials_and_the_readme_lists_them():
+    assert len(TUTORIALS) == 8, TUTORIALS
     readme = (TUTORIALS_DIR / "README.md").read_text()
     for name in TUTORIALS:
         assert name in readme, f"tutorials/README.md does not list {name}"

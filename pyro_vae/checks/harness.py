@@ -25,6 +25,7 @@ from pyro_vae.checks import densities as check_densities
 from pyro_vae.checks import hierarchy as check_hierarchy
 from pyro_vae.checks import marginal as check_marginal
 from pyro_vae.checks import objectives as check_objectives
+from pyro_vae.checks import semi_supervised as check_semi_supervised
 from pyro_vae.checks import suites as check_suites
 from pyro_vae.checks.analytic import LinearGaussian
 from pyro_vae.checks.analytic_models import true_model
@@ -55,6 +56,7 @@ SUITES: List[Suite] = [
     check_suites.training_checks,
     ais_checks.ais_suite,
     check_hierarchy.hierarchy_suite,
+    check_semi_supervised.semi_supervised_checks,
 ]
 
 

@@ -45,6 +45,7 @@ EXACT_OBJECTIVES = (
     ("meanfield", {"jit": False}),
     ("iwae", {"num_particles": 5}),
     ("iwae", {"num_particles": 5, "dreg": True}),
+    ("enum", {}),
 )
 
 

@@ -137,6 +137,11 @@ def parser() -> argparse.ArgumentParser:
         help="score the ELBO on a fixed seeded subset of this many rows per split (0: all)",
     )
     t.add_argument(
+        "--labels",
+        type=float,
+        help="semi_supervised: labels kept, N (balanced over classes) or a fraction",
+    )
+    t.add_argument(
         "--set",
         action="append",
         default=[],
@@ -217,6 +222,9 @@ def parser() -> argparse.ArgumentParser:
         "--num", type=int, default=32, help=f"images to draw (1 to {MAX_SAMPLES})"
     )
     s.add_argument("--seed", type=int, default=0, help="in [0, 2**32)")
+    s.add_argument(
+        "--label", type=int, help="draw this class (families with a class latent y)"
+    )
     s.add_argument(
         "--out",
         help="a .png, .pdf or .svg path (default: RUN_DIR/sample_grid.png; train's "

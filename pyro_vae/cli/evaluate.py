@@ -66,8 +66,10 @@ def _evaluate(args: argparse.Namespace) -> None:
     runner = strategy.start(next(vae.parameters()).device)
     vae.to(runner.device)
     x = dataset.split(args.split)
+    labels = getattr(dataset, f"{args.split}_labels", None)
     if args.limit is not None:
         x = x[: args.limit]
+        labels = None if labels is None else labels[: args.limit]
     for flag in ("ais_steps", "ais_chains"):
         if getattr(args, flag) < 1:
             name = "--" + flag.replace("_", "-")
@@ -93,6 +95,7 @@ def _evaluate(args: argparse.Namespace) -> None:
             shards=runner,
             method=args.method,
             ais_options=ais_options,
+            labels=labels,
         ),
     }
     if not runner.is_main:
@@ -134,6 +137,9 @@ def _evaluate(args: argparse.Namespace) -> None:
                 else ""
             )
         )
+    if "classification" in result:
+        c = result["classification"]
+        print(f"test error of q(y|x): {c['error']:.2%} ± {c['stderr']:.2%}")
     if result["khat_max"] is not None:
         unreliable = result["khat_frac_above_0.7"]
         near = (
@@ -215,10 +221,21 @@ def sample(args: argparse.Namespace) -> None:
         Path(args.run_dir), "cpu", data_dir=args.data_dir, need_data=False
     )
     pyro.set_rng_seed(args.seed)
-    images = vae.sample(args.num)
+    if args.label is None:
+        images = vae.sample(args.num)
+    elif not any(s.discrete for s in getattr(vae, "latent_sites", ())):
+        raise ConfigError(
+            "--label draws a chosen class, and this run's family has no class latent y; "
+            "train with --family semi_supervised"
+        )
+    else:
+        images = vae.sample(args.num, label=args.label)
+    title = (
+        "samples from p(z)" if args.label is None else f"samples of class {args.label}"
+    )
     per_row = 16
     rows = [
-        ("" if i else "samples from p(z)", images[i : i + per_row])
+        ("" if i else title, images[i : i + per_row])
         for i in range(0, args.num, per_row)
     ]
     plots.image_grid(rows, run_shape(Path(args.run_dir), dataset), out)

@@ -6,6 +6,7 @@ prints and plots. The heavy modules (torch, Pyro) are imported inside the functi
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Dict
@@ -45,6 +46,7 @@ FLAGS = {
     "patience": "train.patience",
     "eval_every": "train.eval_every",
     "eval_rows": "train.eval_rows",
+    "labels": "model.labels",
 }
 
 
@@ -86,6 +88,7 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
     from pyro_vae.data import record as data_record
     from pyro_vae.run import distributed, tensorboard
     from pyro_vae.run import train as training
+    from pyro_vae.run.checkpoint import atomic_write_text
     from pyro_vae.run.epoch_line import epoch_line
     from pyro_vae.viz.figures import write_figures
 
@@ -138,6 +141,11 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
     if not main:
         return
     data_record.write(run_dir, config.data, dataset)
+    for (
+        name,
+        record,
+    ) in vae.records().items():  # e.g. labels.json: which rows kept labels
+        atomic_write_text(run_dir / f"{name}.json", json.dumps(record))
     for row in metrics[-1:]:
         print(
             f"epoch {row['epoch']}: train ELBO {row['train_elbo']:.2f}, test ELBO {row['test_elbo']:.2f} "

@@ -43,6 +43,10 @@ class ModelConfig:
     # of latent_dim) and the inference scheme, "bottom_up" or "ladder"
     latent_layers: Tuple[int, ...] = ()
     inference: str = "bottom_up"
+    classes: int = 10  # semi_supervised: the number of classes y
+    labels: float = -1.0  # semi_supervised: labels kept, N >= 1 or a fraction (-1: all)
+    alpha: float = 0.1  # semi_supervised: aux. weight / N (Kingma et al. 2014)
+    given: int = 1  # conditional: quadrants of each image given (1, 2 or 3)
 
 
 @dataclass(frozen=True)

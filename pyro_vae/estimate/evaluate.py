@@ -15,6 +15,7 @@ from pyro_vae.estimate.blocks import (
     default_block_size,
 )
 from pyro_vae.estimate.budget import check_ais_memory
+from pyro_vae.estimate.classification import classification_error
 from pyro_vae.estimate.diagnostics import (
     active_units,
     elbo_terms,
@@ -120,6 +121,7 @@ def evaluate(
     shards: Shards = ONE_PROCESS,
     method: str = "is",
     ais_options: Optional[Dict] = None,
+    labels: Optional[torch.Tensor] = None,
 ) -> Dict:
     """Mean per-data-point log p(x) (K = ``num_samples``) with its standard error and the Pareto
     k-hat summary (points with k-hat > 0.7 have unreliable standard errors), IWAE_K for
@@ -133,6 +135,9 @@ def evaluate(
 
     With ``method`` ``ais`` or ``both``, also ``ais_evaluation(vae, x, **ais_options)`` under
     ``"ais"``; with ``ais`` the K-sample IS estimate is skipped (its fields are None).
+
+    A family with a class latent y (a discrete site it declares) gets log p(x) with y summed
+    out exactly, and with ``labels`` the test error of q(y | x) under ``"classification"``.
 
     The importance-sampling draws are a function of ``seed`` and each row's index alone, so the
     result is the same on one process and sharded over the processes of ``shards`` (every rank gets the
@@ -153,11 +158,15 @@ def evaluate(
             "value": bound.log_marginal.mean().item(),
             "stderr": _mean_stderr(bound.stderr),
         }
+    classes = [s for s in getattr(vae, "latent_sites", ()) if s.discrete]
     with forked_rng(x):
         torch.manual_seed(seed)
         terms = elbo_terms(vae, x)
-        layers = layer_diagnostics(vae, x) if n >= 2 else None
-        if len(vae.latent_sites) == 1:
+        unconditional = getattr(vae, "unconditional", True)
+        layers = layer_diagnostics(vae, x) if n >= 2 and unconditional else None
+        if not unconditional:  # they read q(z | x), p(z) alone
+            kl_dims, kl_dims_method, units, info = None, None, None, None
+        elif len(vae.latent_sites) == 1:
             kl_dims, kl_dims_method = kl_per_dimension_with_method(vae, x)
             units = active_units(vae, x) if n >= 2 else None
             info = mutual_information(vae, x[:MI_POINTS]) if n >= 2 else None
@@ -186,6 +195,8 @@ def evaluate(
         "mutual_information_points": _get(info, "points"),
         "layers": layers,
     }
+    if classes and labels is not None:
+        result["classification"] = classification_error(vae, x, labels)
     if method != "is":
         result["ais"] = ais_evaluation(vae, x, **(ais_options or {}))
     if counts_bits(vae.likelihood):  # from the IS estimate, or AIS's without one

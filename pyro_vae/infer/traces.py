@@ -7,7 +7,7 @@ importance-sampled log p(x), the diagnostics and the amortization gap all read w
 here.
 """
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import pyro
 import torch
@@ -18,6 +18,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro_vae.models.family import latent_names
 
 PARTICLE_PLATE = "particles"
+ENUM_DIM = -3  # enumerated values go left of the particle (-2) and data (-1) dimensions
 
 
 def vectorized_traces(
@@ -41,11 +42,14 @@ def vectorized_traces(
     return model_trace, guide_trace
 
 
-def log_prob_per_datapoint(trace: Trace, plate: str = "data") -> torch.Tensor:
-    """Sum of every sample site's log-density, one value per (particle, data point)."""
+def log_prob_per_datapoint(
+    trace: Trace, plate: str = "data", skip: Sequence[str] = ()
+) -> torch.Tensor:
+    """Sum of every sample site's log-density (less those named in ``skip``), one value per
+    (particle, data point)."""
     total = 0.0
     for name, site in trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site):
+        if site["type"] != "sample" or site_is_subsample(site) or name in skip:
             continue
         if not any(frame.name == plate for frame in site["cond_indep_stack"]):
             raise ValueError(
@@ -65,18 +69,34 @@ def log_weights(
     plate: str = "data",
     **kwargs,
 ) -> torch.Tensor:
-    """log w_k(x_i) = log p(x_i, z_ik) - log q(z_ik | x_i), shape (num_particles, N)."""
-    traces = vectorized_traces(model, guide, num_particles, args, kwargs)
+    """log w_k(x_i) = log p(x_i, z_ik) - log q(z_ik | x_i), shape (num_particles, N).
+
+    Discrete sites the guide marks for enumeration (``config_enumerate``) are summed out
+    exactly: w_k = sum_y q(y | x) p(x, y, z_ky) / (q(y | x) q(z_ky | x, y)), one draw z_ky
+    per value y (see ``trace_log_weights``)."""
+    enumerated = poutine.enum(guide, first_available_dim=ENUM_DIM)
+    traces = vectorized_traces(model, enumerated, num_particles, args, kwargs)
     return trace_log_weights(*traces, plate)
 
 
 def trace_log_weights(
     model_trace: Trace, guide_trace: Trace, plate: str = "data"
 ) -> torch.Tensor:
-    """The log importance weights of traced draws, one per (particle, data point)."""
-    return log_prob_per_datapoint(model_trace, plate) - log_prob_per_datapoint(
-        guide_trace, plate
+    """The log importance weights of traced draws, one per (particle, data point). A guide
+    site enumerated in parallel (``poutine.enum``) is summed over its values with weights
+    q(y | x) / q(y | x) = 1: its own density is left out of log q and the weights are
+    log-sum-exp'ed over the enumeration dimensions (left of the particle dimension)."""
+    enumerated = [
+        name
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None
+    ]
+    log_w = log_prob_per_datapoint(model_trace, plate) - log_prob_per_datapoint(
+        guide_trace, plate, skip=enumerated
     )
+    if enumerated:
+        log_w = log_w.reshape(-1, *log_w.shape[-2:]).logsumexp(0)
+    return log_w
 
 
 def latent_log_prob(trace: Trace) -> torch.Tensor:

@@ -12,8 +12,9 @@ A new family is one module in this wing: a ``Family`` subclass and a factory
 """
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
+import torch
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import nn
@@ -42,6 +43,9 @@ class Family(nn.Module):
     the three hooks below."""
 
     latent_sites: Tuple[LatentSite, ...] = ()
+    # q(z | x) and p(z) are the ``encoder`` and ``prior`` parts, of x alone: the diagnostics
+    # that read them (KL per dimension, active units, mutual information) apply
+    unconditional: bool = True
 
     def model(self, x, *args, **kwargs):
         raise NotImplementedError
@@ -61,6 +65,17 @@ class Family(nn.Module):
     def kl_is_analytic(self, x) -> bool:
         """Whether ``TraceMeanField_ELBO`` computes every KL term in closed form."""
         return False
+
+    def training_rows(self, data) -> torch.Tensor:
+        """The rows ``fit`` shuffles and steps on: ``data.train`` unless a family appends
+        columns (the semi-supervised family appends each row's label, -1 where hidden).
+        """
+        return data.train
+
+    def records(self) -> Dict[str, Dict]:
+        """JSON records the run directory keeps beside the checkpoint (``NAME.json``): for
+        the semi-supervised family, which rows kept their labels."""
+        return {}
 
 
 def build(config: Config, data_shape: Union[int, Sequence[int]]) -> Family:

@@ -119,7 +119,7 @@ def _fit(
     device = runner.device
     vae.check_data(data.train, "the training data")
     vae.check_data(data.test, "the test data")
-    train_x, test_x = data.train.to(device), data.test.to(device)
+    train_x, test_x = vae.training_rows(data).to(device), data.test.to(device)
     valid_x = None if data.valid is None else data.valid.to(device)
     if t.patience and valid_x is None:
         raise ConfigError(

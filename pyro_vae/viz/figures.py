@@ -18,6 +18,8 @@ from pyro_vae.estimate.diagnostics import kl_per_dimension, posterior_means
 from pyro_vae.estimate.layer_diagnostics import layer_diagnostics, site_means
 from pyro_vae.models.vae import VAE
 from pyro_vae.viz import plots
+from pyro_vae.viz.class_figures import class_size, write_class_figures
+from pyro_vae.viz.completion_figures import write_completion_figures
 
 SCATTER_ROWS = 2000  # test inputs whose posterior means the scatter shows
 TRAVERSED_DIMS = 8  # the dimensions with the most KL get a traversal row
@@ -49,6 +51,15 @@ def write_figures(
     out_dir = Path(out_dir)
     was_training = vae.training
     vae.eval()
+    special = None
+    if class_size(vae) is not None:  # a class latent y (a declared discrete site)
+        special = write_class_figures
+    elif getattr(vae, "given_mask", None) is not None:  # completes a given part of x
+        special = write_completion_figures
+    if special is not None:
+        written = special(vae, x, shape, out_dir, metrics)
+        vae.train(was_training)
+        return written
     decode = decoder_of(vae)
     written = []
     if metrics:

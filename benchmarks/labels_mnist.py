@@ -1,0 +1,224 @@
+"""Labelled MNIST: the semi-supervised VAE (M2) against a supervised-only classifier of the same
+network, the cost of enumerating y against sampling it, and the CVAE quadrant task against a
+deterministic baseline. Protocol and commands: benchmarks/README.md, "Labels".
+
+Data: the 10,000 t10k IDX images with their labels (the static binarized training files carry
+no labels), thresholded at 0.5, split 8,000 / 2,000 with a seeded permutation (seed 0).
+Every number is written to ``--json`` with the settings and the wall time of each run.
+"""
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pyro_vae import config as cfg
+from pyro_vae import models
+from pyro_vae.data import from_splits
+from pyro_vae.data.builtin import read_idx
+from pyro_vae.estimate.classification import classification_error
+from pyro_vae.estimate.diagnostics import elbo_terms
+from pyro_vae.estimate.marginal import log_marginal_likelihood
+from pyro_vae.models.labels import keep_labels
+from pyro_vae.parts.networks import mlp
+from pyro_vae.run.train import fit
+
+
+def load(data_dir: Path, seed: int = 0):
+    images = read_idx(data_dir / "t10k-images-idx3-ubyte.gz").flatten(1).float() / 255
+    labels = read_idx(data_dir / "t10k-labels-idx1-ubyte.gz").long()
+    x = (images > 0.5).float().numpy()
+    order = torch.randperm(10_000, generator=torch.Generator().manual_seed(seed))
+    tr, te = order[:8000].numpy(), order[8000:].numpy()
+    return from_splits(
+        "mnist-t10k-8000-2000",
+        {"train": x[tr].reshape(-1, 1, 28, 28), "test": x[te].reshape(-1, 1, 28, 28)},
+        {"train": labels[tr].numpy(), "test": labels[te].numpy()},
+    )
+
+
+def m2_config(args, labels: int, seed: int, objective: str = "enum"):
+    return cfg.load(
+        None,
+        {
+            "model.family": "semi_supervised",
+            "objective.name": objective,
+            "model.labels": labels,
+            "model.latent_dim": args.latent_dim,
+            "model.hidden": args.hidden,
+            "model.activation": "softplus",
+            "train.epochs": args.epochs,
+            "train.lr": args.lr,
+            "train.seed": seed,
+            "train.device": "cpu",
+        },
+    )
+
+
+def supervised(args, ds, labels: int, seed: int) -> float:
+    """The same classifier network (trunk + linear) trained on the kept labels alone
+    (cross-entropy, Adam, ``--sup-steps`` full-batch steps); its test error."""
+    config = m2_config(args, labels, seed)
+    classifier = models.build(config, ds.shape).classifier
+    column, _ = keep_labels(ds.train_labels, 10, labels, seed)
+    kept = column >= 0
+    x, y = ds.train[kept], column[kept]
+    opt = torch.optim.Adam(classifier.parameters(), lr=args.lr)
+    for _ in range(args.sup_steps):
+        opt.zero_grad()
+        F.cross_entropy(classifier(x), y).backward()
+        opt.step()
+    with torch.no_grad():
+        return (classifier(ds.test).argmax(-1) != ds.test_labels).float().mean().item()
+
+
+def m2_run(args, ds, labels: int, seed: int) -> dict:
+    config = m2_config(args, labels, seed)
+    family = models.build(config, ds.shape)
+    began = time.perf_counter()
+    metrics = fit(family, ds, config)
+    seconds = time.perf_counter() - began
+    error = classification_error(family, ds.test, ds.test_labels)
+    torch.manual_seed(seed)
+    est = log_marginal_likelihood(
+        family.model, family.guide, ds.test[: args.is_points], num_samples=args.k
+    )
+    return {
+        "labels": labels,
+        "seed": seed,
+        "epochs": args.epochs,
+        "m2_error": error["error"],
+        "m2_error_stderr": error["stderr"],
+        "supervised_error": supervised(args, ds, labels, seed),
+        "test_elbo": metrics[-1]["test_elbo"],
+        "log_px_is": est.log_marginal.mean().item(),
+        "log_px_points": args.is_points,
+        "seconds": seconds,
+    }
+
+
+def epoch_cost(args, ds) -> dict:
+    """Seconds per epoch of M2 with y enumerated (enum) and sampled (trace, score function)."""
+    out = {}
+    for objective in ("enum", "trace"):
+        config = m2_config(args, 100, 0, objective)
+        if objective == "trace":
+            config = cfg.load(
+                None,
+                {**flat(config), "objective.name": "trace", "objective.jit": False},
+            )
+        config = cfg.load(None, {**flat(config), "train.epochs": 1})
+        family = models.build(config, ds.shape)
+        out[objective] = fit(family, ds, config)[-1]["seconds"]
+    return out
+
+
+def flat(config) -> dict:
+    return {
+        f"{section}.{key}": value
+        for section, values in config.to_dict().items()
+        for key, value in values.items()
+    }
+
+
+def cvae_run(args, ds, given: int) -> dict:
+    config = cfg.load(
+        None,
+        {
+            "model.family": "conditional",
+            "model.given": given,
+            "model.latent_dim": args.latent_dim,
+            "model.hidden": args.hidden,
+            "model.activation": "softplus",
+            "train.epochs": args.epochs,
+            "train.lr": args.lr,
+            "train.device": "cpu",
+        },
+    )
+    cvae = models.build(config, ds.shape)
+    fit(cvae, ds, config)
+    torch.manual_seed(0)
+    x = ds.test[: args.is_points]
+    elbo = elbo_terms(cvae, x, num_samples=10)["elbo"].mean().item()
+    est = log_marginal_likelihood(cvae.model, cvae.guide, x, num_samples=args.k)
+    mask = cvae.given_mask
+    baseline = mlp(int(mask.sum()), args.hidden, int((~mask).sum()), "softplus")
+    opt = torch.optim.Adam(baseline.parameters(), lr=args.lr)
+    c, t = ds.train[:, mask], ds.train[:, ~mask]
+    steps = args.epochs * (len(c) // 100)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        rows = torch.randint(len(c), (100,), generator=gen)
+        opt.zero_grad()
+        F.binary_cross_entropy_with_logits(
+            baseline(c[rows]), t[rows], reduction="sum"
+        ).backward()
+        opt.step()
+    with torch.no_grad():
+        nll = F.binary_cross_entropy_with_logits(
+            baseline(x[:, mask]), x[:, ~mask], reduction="sum"
+        ).item() / len(x)
+    return {
+        "given_quadrants": given,
+        "epochs": args.epochs,
+        "cvae_neg_conditional_elbo": -elbo,
+        "cvae_neg_log_p_is": -est.log_marginal.mean().item(),
+        "cvae_is_stderr": math.sqrt((est.stderr**2).sum().item()) / len(x),
+        "baseline_nll": nll,
+        "points": len(x),
+    }
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--latent-dim", type=int, default=20)
+    p.add_argument("--hidden", type=int, nargs="+", default=[256])
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--sup-steps", type=int, default=300)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--is-points", type=int, default=2000)
+    p.add_argument(
+        "--m2-runs",
+        default="100:0,100:1,100:2,600:0,1000:0",
+        help="LABELS:SEED pairs of the M2 runs",
+    )
+    p.add_argument("--parts", default="cost,m2,cvae")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default="benchmarks/results/labels_mnist.json")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    ds = load(Path(args.data_dir))
+    began = time.perf_counter()
+    result = {"command": " ".join(sys.argv), "settings": vars(args)}
+    result["machine"] = {"cpu": platform.processor(), "torch": torch.__version__}
+    parts = args.parts.split(",")
+    if "cost" in parts:
+        result["epoch_seconds"] = epoch_cost(args, ds)
+        print("epoch seconds", result["epoch_seconds"], flush=True)
+    if "m2" in parts:
+        runs = [tuple(map(int, r.split(":"))) for r in args.m2_runs.split(",")]
+        result["m2"] = []
+        for labels, seed in runs:
+            result["m2"].append(m2_run(args, ds, labels, seed))
+            print(result["m2"][-1], flush=True)
+    if "cvae" in parts:
+        result["cvae"] = []
+        for given in (1, 2, 3):
+            result["cvae"].append(cvae_run(args, ds, given))
+            print(result["cvae"][-1], flush=True)
+    result["wall_seconds"] = time.perf_counter() - began
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Which training rows keep their labels in semi-supervised training: N labels (or a fraction
+of the rows), balanced across the classes, drawn with a seed.
+
+``keep_labels(labels, classes, keep, seed)`` gives the label column (the label where kept,
+-1 elsewhere) and the record a run directory stores (``labels.json``): the kept rows, their
+labels, the count per class and the seed. With N labels over K classes each class keeps
+floor(N / K) rows, and the first N mod K classes one more (Kingma et al. 2014 keep equal
+numbers per class).
+"""
+
+from typing import Dict, Tuple
+
+import torch
+
+from pyro_vae.errors import ConfigError
+
+HIDDEN = -1
+ALL = -1.0  # [model] labels: keep every label
+
+
+def label_count(keep: float, rows: int) -> int:
+    """N labels from ``[model] labels``: -1 all, a number >= 1 that many, a fraction in
+    (0, 1) that share of the rows (rounded), 0 none."""
+    if keep == ALL:
+        return rows
+    if keep < 0 or (keep >= 1 and keep != int(keep)):
+        raise ConfigError(
+            f"[model] labels (--labels) must be -1 (all), a whole number of labels, or a "
+            f"fraction between 0 and 1, got {keep:g}"
+        )
+    count = int(keep) if keep >= 1 else int(round(keep * rows))
+    if count > rows:
+        raise ConfigError(
+            f"--labels {count} asks for more labels than the {rows} training rows hold"
+        )
+    return count
+
+
+def keep_labels(
+    labels: torch.Tensor, classes: int, keep: float, seed: int
+) -> Tuple[torch.Tensor, Dict]:
+    """The label column (int64, ``HIDDEN`` where dropped) and its record (see the module)."""
+    labels = labels.long().cpu()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= classes):
+        raise ConfigError(
+            f"labels must lie in 0..{classes - 1} ([model] classes = {classes}); the data "
+            f"holds {int(labels.min())}..{int(labels.max())}: set --set model.classes=N"
+        )
+    count = label_count(keep, len(labels))
+    if count == len(labels):
+        kept = torch.arange(len(labels))
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        chosen = []
+        for c in range(classes):
+            want = count // classes + (c < count % classes)
+            rows = (labels == c).nonzero().flatten()
+            if want > len(rows):
+                raise ConfigError(
+                    f"--labels {count} needs {want} rows of class {c} (balanced over "
+                    f"{classes} classes), but the training set has {len(rows)}"
+                )
+            chosen.append(rows[torch.randperm(len(rows), generator=generator)[:want]])
+        kept = torch.cat(chosen).sort().values
+    column = torch.full_like(labels, HIDDEN)
+    column[kept] = labels[kept]
+    record = {
+        "kept_rows": kept.tolist(),
+        "labels": labels[kept].tolist(),
+        "count": len(kept),
+        "per_class": torch.bincount(labels[kept], minlength=classes).tolist(),
+        "rows": len(labels),
+        "seed": seed,
+    }
+    return column, record
