@@ -71,7 +71,8 @@ def test_decode_with_the_wrong_latent_width(fitted):
         with pytest.raises(DataError) as err:
             fitted.decode(z)
         assert str(err.value) == (
-            f"decode(z) takes latents of shape (n, 2) (the model's latent_dim is 2); got "
+            f"decode(z) takes latents of shape (n, 2) (the model's top latent layer has 2 "
+            f"dimensions); got "
             f"shape {tuple(z.shape)}"
         )
     assert fitted.decode(torch.zeros(3, 2)).shape == (3, 6)

@@ -60,7 +60,7 @@ def test_the_site_builds_strictly_offline_with_every_module_and_tutorial(tmp_pat
     html = (site / "reference/run/index.html").read_text()
     assert 'id="pyro_vae.run.train.fit"' in html and "the SVI loop" in html
     tutorials = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
-    assert len(tutorials) == 7
+    assert len(tutorials) == 8
     for path in tutorials:
         html = (site / "tutorials" / path.stem / "index.html").read_text()
         code_cells = sum(c.cell_type == "code" for c in jupytext.read(path).cells)

@@ -54,8 +54,8 @@ from pyro_vae.viz import plots  # noqa: E402
 SMOKE = os.environ.get("PYRO_VAE_SMOKE", "0") not in ("", "0")
 FIGURES = Path("figures")
 FIGURES.mkdir(exist_ok=True)
-pyro.set_rng_seed(0)
 pyro.enable_validation(True)
+pyro.set_rng_seed(0)
 
 # %% [markdown]
 # ## A model we can solve: a mixture of linear-Gaussians

@@ -199,7 +199,7 @@ def evaluate(
         result["classification"] = classification_error(vae, x, labels)
     if method != "is":
         result["ais"] = ais_evaluation(vae, x, **(ais_options or {}))
-    if counts_bits(vae.likelihood):  # from the IS estimate, or AIS's without one
+    if counts_bits(getattr(vae, "likelihood", None)):  # from IS, or AIS without it
         best = result["log_marginal"]
         best = result["ais"]["value"] if best is None else best
         result["bits_per_dim"] = bits_per_dim(best, x.shape[-1])

@@ -10,8 +10,8 @@ MNIST epoch and 70% of an epoch on a 2,000-row data set, so two settings bound i
   change from one epoch to the next is measured on paired data, with far less noise than the
   level itself.
 * ``train.eval_every`` (default 0, auto): the epochs between evaluations; the last epoch is
-  always evaluated. Auto picks the smallest interval at which the rows scored stay within
-  :data:`EVAL_SHARE` of the rows trained on: an ELBO pass over a row (forward only, no
+  always evaluated, and so is the first. Auto picks the smallest interval at which the rows
+  scored stay within :data:`EVAL_SHARE` of the rows trained on: an ELBO pass over a row (forward only, no
   gradients, one large batch) costs a fraction of a training step's forward and backward
   pass over it, which keeps evaluation near or under 5% of the training time (measured
   figures: README).
@@ -50,8 +50,9 @@ class EpochEvaluation:
     ]  # data dimensions for bits/dim, None where they do not apply
 
     def due(self, epoch: int, last_epoch: int) -> bool:
-        """Whether (1-based) ``epoch`` is scored: every ``every`` epochs, and the last."""
-        return epoch % self.every == 0 or epoch == last_epoch
+        """Whether (1-based) ``epoch`` is scored: the first (where a curve starts), every
+        ``every`` epochs, and the last."""
+        return epoch == 1 or epoch % self.every == 0 or epoch == last_epoch
 
     def rows(self) -> int:
         """Rows scored per evaluation."""
@@ -118,10 +119,12 @@ def plan(
     seed = t.seed + SUBSET_SEED
     plan = EpochEvaluation(
         test=subset(test_x, t.eval_rows, seed),
-        train=subset(train_x, t.eval_rows, seed + 1),
+        train=subset(train_x, t.eval_rows, seed + 1).to(test_x.device),
         valid=None if valid_x is None else subset(valid_x, t.eval_rows, seed + 2),
         every=1,
-        bits_dims=train_x.shape[-1] if counts_bits(vae.likelihood) else None,
+        bits_dims=(
+            train_x.shape[-1] if counts_bits(getattr(vae, "likelihood", None)) else None
+        ),
     )
     plan.every = t.eval_every or auto_interval(plan.rows(), trained_rows)
     return plan

@@ -154,7 +154,7 @@ def _fit(
     analytic_kl = (
         vae.kl_is_analytic(test_x) if config.objective.name == "meanfield" else None
     )
-    scoring = epoch_eval.plan(vae, config, train_x, test_x, valid_x, n)
+    scoring = epoch_eval.plan(vae, config, data.train, test_x, valid_x, n)
     hint = _binarized_hint(config, vae)
     with pyro.validation_enabled(t.validate):
         for epoch in range(start_epoch, t.epochs + 1):
@@ -240,7 +240,8 @@ def _check_not_stopped(metrics: List[Dict], patience: int, run_dir: Path) -> Non
 def _binarized_hint(config: Config, vae: VAE) -> str:
     """The extra likely cause of a non-finite loss when binarized data meet a likelihood of
     grey levels (its scale can collapse onto the two values)."""
-    if config.data.binarize is True and not getattr(vae.likelihood, "binary", False):
+    likelihood = getattr(vae, "likelihood", None)  # a family may have none of its own
+    if config.data.binarize is True and not getattr(likelihood, "binary", False):
         return (
             f", or binarized data (data.binarize = true) under the "
             f"'{config.likelihood.name}' likelihood, which models grey levels: set "
