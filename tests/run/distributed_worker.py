@@ -39,7 +39,12 @@ OBJECTIVES = {
     "meanfield": {"objective.name": "meanfield", "objective.jit": False},
     "iwae": {"objective.name": "iwae"},
 }
-FAST = {"model.hidden": [64], "model.latent_dim": 4, "train.batch_size": 250}
+FAST = {
+    "model.hidden": [64],
+    "model.latent_dim": 4,
+    "train.batch_size": 250,
+    "train.eval_every": 1,  # every epoch scored: a resumed run's rows match a straight run's
+}
 
 
 class FixedNoise(Messenger):
