@@ -1,9 +1,10 @@
-"""The line a run prints per epoch (the CLI prints it; the library only formats it).
+"""The line a run prints per epoch (the CLI prints it; the library only formats it), e.g. a
+scored epoch of ``pyro-vae train --config mnist`` (one line, wrapped here) and an epoch of
+the digits that was not scored::
 
-::
-
-    epoch  12/50  train ELBO -96.84  valid ELBO -98.02  test ELBO -97.91  KL 24.12  0.1998 bits/dim  31.4 s
-    epoch  13/50  training objective -96.70  31.0 s
+    epoch 1/2  train ELBO -223.17  valid ELBO -221.58  test ELBO -221.75  KL 34.16
+        valid 0.4078 bits/dim  686.3 s
+    epoch  2/12  training objective -43.80  1.9 s
 
 Epochs that the evaluation budget did not score (``epoch_eval.py``) show the training
 objective alone (the mean loss of the epoch's steps, with the KL weight of the schedule).
