@@ -39,6 +39,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -72,25 +73,49 @@ def command(args: List[str], timeout: float) -> Dict:
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    # a session of its own, so that a timeout ends the whole tree (torchrun's workers too)
-    child = subprocess.Popen(
-        args,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, _ = child.communicate(timeout=timeout)
-        rc = child.returncode
-    except subprocess.TimeoutExpired as err:
-        os.killpg(child.pid, signal.SIGKILL)
-        child.communicate()
-        rc, out = 124, str(err)
+    # output to a file, not a pipe (a worker left behind must not block the read); a session
+    # of its own, and on a timeout every descendant is killed (torchrun's workers too)
+    with tempfile.TemporaryFile("w+") as log:
+        child = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            rc = child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for pid in [child.pid, *descendants(child.pid)]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            child.wait()
+            rc = 124
+        log.seek(0)
+        out = log.read()
+        if rc == 124:
+            out += f"\nkilled after {timeout:.0f} s"
     lines = [line for line in out.splitlines() if line.strip()]
     return {"rc": rc, "seconds": time.perf_counter() - began, "tail": lines[-6:]}
+
+
+def descendants(pid: int) -> List[int]:
+    """Every process below ``pid`` (Linux: /proc/PID/task/TID/children), deepest last."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
 
 
 def gpu_tests(timeout: float) -> Dict:
@@ -309,9 +334,10 @@ def run_section(name: str, args: argparse.Namespace, device: torch.device) -> Di
         return evaluation(device, args.tiny, args.data_dir)
     if name == "bf16":
         return bf16(device, args.tiny)
+    limit = SECTIONS[name] * (TINY_SLACK if args.tiny else 1) - 10
     if name == "gpu_tests":
-        return gpu_tests(SECTIONS[name] - 10)
-    return two_processes(out, device, args.tiny, SECTIONS[name] - 10)
+        return gpu_tests(limit)
+    return two_processes(out, device, args.tiny, limit)
 
 
 def in_child(name: str, args: argparse.Namespace) -> Dict:

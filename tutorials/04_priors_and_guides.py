@@ -18,12 +18,12 @@
 # * the **prior** $p(z)$: `standard_normal` $\mathcal N(0, I)$; a learned `mixture` of Gaussians; the
 #   `vamp` prior $p(z) = \frac1K\sum_k q(z\mid u_k)$, the guide evaluated at $K$ learned
 #   pseudo-inputs (Tomczak & Welling 2018). With a flow guide such as `iaf`, $q(z\mid u_k)$ is the
-#   full posterior, flows included (`prior.components = "posterior"`, the default); its density
-#   at a code $z$ inverts the flows, one latent dimension at a time, for every (code, pseudo-input)
-#   pair, cheap at this tutorial's 2 dimensions and 50 pseudo-inputs but not at 50 and 500.
-#   `prior.components = "gaussian"` mixes the guide's Gaussian before its flows instead (a cheaper
-#   prior, no longer the posterior family; the only choice for `planar` flows, which have no
-#   inverse). For guides without flows the two are the same density;
+#   full posterior, flows included, with `prior.components = "posterior"`, which this tutorial
+#   sets; its density at a code $z$ inverts the flows, one latent dimension at a time, for every
+#   (code, pseudo-input) pair, cheap at this tutorial's 2 dimensions and 50 pseudo-inputs but not
+#   at 50 and 500. The default, `prior.components = "gaussian"`, mixes the guide's Gaussian before
+#   its flows instead (a cheaper prior, no longer the posterior family; the only choice for
+#   `planar` flows, which have no inverse). For guides without flows the two are the same density;
 # * the **guide** $q(z\mid x)$: `diagonal` Gaussian (mean field), `full_rank` Gaussian (correlated
 #   coordinates), `iaf`, a diagonal Gaussian pushed through inverse autoregressive flows (Kingma et al.
 #   2016).
@@ -84,6 +84,7 @@ def overrides(prior, guide):
     }
     if prior == "vamp":
         settings["prior.num_pseudo"] = 50
+        settings["prior.components"] = "posterior"  # the exact prior (see above)
     return settings
 
 
