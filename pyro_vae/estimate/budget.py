@@ -8,11 +8,23 @@ BDMC first simulates ``bdmc_points`` rows from the model in one pass. Each estim
 :func:`pyro_vae.config.require_memory`: at most half of the machine's memory.
 """
 
+from typing import Dict
+
 from torch import nn
 
 from pyro_vae.config import require_memory
 
 FLOAT, DOUBLE = 4, 8
+AIS_DEFAULTS = {
+    "num_steps": 500,
+    "num_chains": 16,
+    "bdmc_points": 0,
+}  # ais_evaluation's
+
+
+def ais_sizes(options: Dict) -> Dict[str, int]:
+    """The sizes among ``ais_evaluation``'s keyword ``options``, defaults filled in."""
+    return {key: options.get(key, default) for key, default in AIS_DEFAULTS.items()}
 
 
 def values_per_row(vae: nn.Module) -> int:

@@ -14,7 +14,7 @@ from pyro_vae.estimate.blocks import (
     blockwise,
     default_block_size,
 )
-from pyro_vae.estimate.budget import check_ais_memory
+from pyro_vae.estimate.budget import ais_sizes, check_ais_memory
 from pyro_vae.estimate.classification import classification_error
 from pyro_vae.estimate.diagnostics import (
     active_units,
@@ -145,6 +145,8 @@ def evaluate(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got '{method}'")
+    if method != "is":  # before the other estimates spend their time
+        check_ais_memory(vae, **ais_sizes(ais_options or {}))
     estimate = (
         None
         if method == "ais"

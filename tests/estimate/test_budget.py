@@ -1,6 +1,8 @@
 """AIS sizes that cannot fit are refused before allocating (issue 26, group 3): one
 ``error:`` line naming the flag, through the real command line."""
 
+import inspect
+
 import pytest
 
 from pyro_vae.cli.app import main
@@ -59,6 +61,29 @@ def test_ais_sizes_that_cannot_fit(run, capsys, monkeypatch, flags, message):
     _, vae, _ = load_run(run, need_data=False)
     monkeypatch.setattr(sizes, "memory_bytes", lambda: 2**60)
     budget.check_ais_memory(vae, 10**12, 10**9, 10**9)
+
+
+def test_ais_sizes_are_refused_before_the_other_estimates(run, monkeypatch):
+    """The check runs first: an evaluation that would spend minutes on importance sampling
+    before AIS refuses at once (the IS estimate is never reached)."""
+    from pyro_vae.errors import ConfigError
+    from pyro_vae.estimate import evaluate as evaluation
+    from pyro_vae.run.loading import load_run
+
+    _, vae, data = load_run(run)
+    monkeypatch.setattr(sizes, "memory_bytes", lambda: 16 * GIB)
+    monkeypatch.setattr(evaluation, "importance_sampled", lambda *a, **k: 1 / 0)
+    for method in ("ais", "both"):
+        with pytest.raises(ConfigError, match="--ais-chains"):
+            evaluation.evaluate(
+                vae, data.test[:2], 5, method=method, ais_options={"num_chains": 10**9}
+            )
+    # the early check fills in the same defaults that ais_evaluation has
+    from pyro_vae.estimate import budget
+
+    signature = inspect.signature(evaluation.ais_evaluation)
+    defaults = {k: signature.parameters[k].default for k in budget.AIS_DEFAULTS}
+    assert defaults == budget.AIS_DEFAULTS
 
 
 def test_values_per_row_counts_the_decoder_output_and_the_linear_layers(run):
