@@ -22,6 +22,7 @@ import torch
 
 from pyro_vae.checks import ais as ais_checks
 from pyro_vae.checks import densities as check_densities
+from pyro_vae.checks import diagnostics as check_diagnostics
 from pyro_vae.checks import marginal as check_marginal
 from pyro_vae.checks import objectives as check_objectives
 from pyro_vae.checks import suites as check_suites
@@ -53,6 +54,7 @@ SUITES: List[Suite] = [
     check_densities.density_checks,
     check_suites.training_checks,
     ais_checks.ais_suite,
+    check_diagnostics.diagnostic_checks,
 ]
 
 
