@@ -23,6 +23,7 @@ import torch
 from pyro_vae.checks import ais as ais_checks
 from pyro_vae.checks import densities as check_densities
 from pyro_vae.checks import diagnostics as check_diagnostics
+from pyro_vae.checks import distributed as check_distributed
 from pyro_vae.checks import marginal as check_marginal
 from pyro_vae.checks import objectives as check_objectives
 from pyro_vae.checks import suites as check_suites
@@ -55,6 +56,7 @@ SUITES: List[Suite] = [
     check_suites.training_checks,
     ais_checks.ais_suite,
     check_diagnostics.diagnostic_checks,
+    check_distributed.distributed_checks,
 ]
 
 

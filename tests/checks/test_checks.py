@@ -44,7 +44,7 @@ QUANTITIES = [
     "prior flow: integral of the density",
     "SVI-trained linear VAE: mean log p(x)",
 ]
-NUM_ROWS = 88  # 77 + the 11 AIS rows
+NUM_ROWS = 94  # 77 + the 11 AIS rows + 5 diagnostics rows + 1 distributed row
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
 """The check rows of ``checks/diagnostics.py`` pass on the library and fail, naming
-themselves, under bugs injected into the estimators they hold (mutation tests)."""
+themselves, under bugs injected into the estimators they hold (mutation tests). (Not
+test_diagnostics.py: tests/estimate has one, and pytest needs unique basenames.)"""
 
 import pytest
 import torch
