@@ -22,6 +22,8 @@ import torch
 
 from pyro_vae.checks import ais as ais_checks
 from pyro_vae.checks import densities as check_densities
+from pyro_vae.checks import diagnostics as check_diagnostics
+from pyro_vae.checks import distributed as check_distributed
 from pyro_vae.checks import hierarchy as check_hierarchy
 from pyro_vae.checks import marginal as check_marginal
 from pyro_vae.checks import objectives as check_objectives
@@ -57,6 +59,8 @@ SUITES: List[Suite] = [
     ais_checks.ais_suite,
     check_hierarchy.hierarchy_suite,
     check_semi_supervised.semi_supervised_checks,
+    check_diagnostics.diagnostic_checks,
+    check_distributed.distributed_checks,
 ]
 
 

@@ -198,11 +198,19 @@ class FlowPrior(nn.Module):
             )
             for _ in range(num_flows)
         )
+        for flow in self.flows:  # Pyro's inverse (sampling) starts from float32 zeros
+            flow.arn.layers[0].register_forward_pre_hook(_in_weight_dtype)
 
     def forward(self) -> dist.Distribution:
         return dist.TransformedDistribution(
             self.base(), [flow.inv for flow in self.flows]
         )
+
+
+def _in_weight_dtype(layer: nn.Module, args: tuple) -> tuple:
+    """A forward pre-hook: the layer's input in its weight's dtype (sampling the flow prior in
+    float64 otherwise feeds Pyro's float32 starting zeros to float64 weights)."""
+    return (args[0].to(layer.weight.dtype),) + args[1:]
 
 
 def _positive(name: str, option: str, value: float) -> None:

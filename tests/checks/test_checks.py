@@ -44,7 +44,7 @@ QUANTITIES = [
     "prior flow: integral of the density",
     "SVI-trained linear VAE: mean log p(x)",
 ]
-NUM_ROWS = 116  # 77 + 11 AIS rows + 21 hierarchical-family rows + 7 enum and semi-supervised rows
+NUM_ROWS = 122  # 77 + 11 AIS + 21 hierarchical + 7 enum and M2 + 5 diagnostics + 1 distributed
 
 
 @pytest.fixture(autouse=True)

@@ -511,3 +511,40 @@ def test_forked_rng_saves_the_cuda_devices_its_values_live_on():
     with forked_rng(torch.zeros(1)):
         torch.rand(5)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+# -- the reported standard error is the spread of repeated estimates -------------------------
+
+
+def se_ratio(truth, x, repeats: int = 20, k: int = 200) -> float:
+    """sqrt(mean over points of var(repeated estimates) / mean reported SE^2): 1 when the
+    reported SE is the estimator's sd (20 repeats x 10 points: about 5% noise)."""
+    vae = linear_vae(truth, "diagonal")
+    set_perturbed_diagonal_guide(
+        vae, truth, torch.Generator().manual_seed(9), spread=0.0, widen=1.5
+    )
+    pyro.set_rng_seed(11)
+    runs = [
+        log_marginal_likelihood(vae.model, vae.guide, x[:10], num_samples=k)
+        for _ in range(repeats)
+    ]
+    values = torch.stack([r.log_marginal for r in runs])
+    reported = torch.stack([r.stderr for r in runs]).pow(2).mean(0)
+    return (values.var(0) / reported).mean().sqrt().item()
+
+
+def test_the_reported_standard_error_is_the_spread_of_repeated_estimates(truth, x):
+    assert 0.8 < se_ratio(truth, x) < 1.25
+
+
+def test_the_standard_error_test_catches_a_doubled_standard_error(
+    truth, x, monkeypatch
+):
+    real = marginal._Accumulator.result
+
+    def doubled(self, k):
+        log_marginal, stderr, ess = real(self, k)
+        return log_marginal, 2 * stderr, ess
+
+    monkeypatch.setattr(marginal._Accumulator, "result", doubled)
+    assert not 0.8 < se_ratio(truth, x) < 1.25
