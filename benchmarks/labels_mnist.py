@@ -50,6 +50,7 @@ def m2_config(args, labels: int, seed: int, objective: str = "enum"):
             "model.family": "semi_supervised",
             "objective.name": objective,
             "model.labels": labels,
+            "model.alpha": args.alpha,
             "model.latent_dim": args.latent_dim,
             "model.hidden": args.hidden,
             "model.activation": "softplus",
@@ -182,6 +183,9 @@ def main(argv=None) -> dict:
     p.add_argument("--latent-dim", type=int, default=20)
     p.add_argument("--hidden", type=int, nargs="+", default=[256])
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument(
+        "--alpha", type=float, default=0.1, help="[model] alpha (paper: 0.1)"
+    )
     p.add_argument("--sup-steps", type=int, default=300)
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--is-points", type=int, default=2000)
