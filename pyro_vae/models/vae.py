@@ -212,6 +212,11 @@ def build(config: Config, data_shape: Union[int, Sequence[int]]) -> VAE:
     initial weights are a function of the config alone (drawn from ``train.seed``; the global
     RNG is left as it was)."""
     m = config.model
+    if m.latent_layers:
+        raise ConfigError(
+            "[model] latent_layers sets the layers of family 'hierarchical'; family 'vae' has "
+            "one layer of latent_dim (set family = 'hierarchical', or drop latent_layers)"
+        )
     arch = Architecture.for_data(
         data_shape,
         m.latent_dim,

@@ -67,6 +67,10 @@ def test_every_prior_on_top_builds_with_sites_in_the_data_plate(inference, prior
         ({"model.inference": "sideways"}, "unknown \\[model\\] inference 'sideways'"),
         ({"model.inference": "ladder", "guide.name": "iaf"}, "needs guide 'diagonal'"),
         ({"objective.name": "meanfield"}, "biased with bottom-up inference"),
+        (
+            {"model.family": "vae", "model.latent_layers": [4, 2]},
+            "family 'vae' has one",
+        ),
     ],
 )
 def test_bad_options_get_one_line_errors(overrides, message):
