@@ -31,9 +31,6 @@ import os
 import warnings
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
@@ -107,7 +104,7 @@ ax.hist(sampled.numpy(), bins=20, color="0.6", label="y sampled (Trace_ELBO)")
 ax.axvline(enumerated, color="C3", label="y enumerated (TraceEnum_ELBO)")
 ax.set_xlabel("ELBO of 200 points (nats)")
 ax.legend(fontsize=8)
-plots.save(fig, FIGURES / "08_enumerated_vs_sampled.png")
+saved = plots.save(fig, FIGURES / "08_enumerated_vs_sampled.png")
 
 # %% [markdown]
 # ## log p(x) with y summed out
@@ -153,4 +150,4 @@ assert error["error"] < 0.9  # better than chance (0.9), even in smoke mode
 classes = torch.arange(10)
 styles = family.prior().sample((4,))
 rows = [("", family.decode(z.expand(10, -1), classes)) for z in styles]
-plots.image_grid(rows, ds.shape, FIGURES / "08_class_samples.png")
+saved = plots.image_grid(rows, ds.shape, FIGURES / "08_class_samples.png")

@@ -70,7 +70,7 @@ def test_data_path_implies_the_array_data_set_and_refuses_another(grey_npz, caps
 
 
 def test_a_line_per_epoch_stays_without_progress_bar(tmp_path, capsys):
-    argv = ["train", "--epochs", "3", "--eval-every", "2", "--latent-dim", "2"]
+    argv = ["train", "--epochs", "4", "--eval-every", "3", "--latent-dim", "2"]
     argv += [
         "--set",
         "model.hidden=[16]",
@@ -81,8 +81,9 @@ def test_a_line_per_epoch_stays_without_progress_bar(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("epoch ")]
-    assert lines[0].startswith("epoch 1/3  training objective ")
-    assert lines[1].startswith("epoch 2/3  train ELBO ") and "test ELBO" in lines[1]
-    assert "KL" in lines[1] and lines[1].endswith(" s")
-    assert lines[2].startswith("epoch 3/3  train ELBO ")
+    assert lines[0].startswith("epoch 1/4  train ELBO ")  # the first, the curve's start
+    assert lines[1].startswith("epoch 2/4  training objective ")
+    assert lines[2].startswith("epoch 3/4  train ELBO ") and "test ELBO" in lines[2]
+    assert "KL" in lines[2] and lines[2].endswith(" s")
+    assert lines[3].startswith("epoch 4/4  train ELBO ")  # and the last
     assert "\r" not in out and "\x1b" not in out  # plain text: stdout is not a terminal
