@@ -5,16 +5,15 @@ environment (a full or read-only disk) exit with status 1 (``--debug`` shows the
 instead). SIGINT and SIGTERM stop a command cleanly: a training run keeps its last committed
 epoch and says how to resume it.
 
-The commands live in modules named after them: ``cli_train.py`` (train), ``cli_evaluate.py``
-(evaluate, sample), ``cli_check.py`` (check) and ``cli_list.py`` (list); each imports torch and
-Pyro inside its functions, so ``pyro-vae --help`` does not.
+The commands live in modules named after them: ``train`` (train), ``evaluate`` (evaluate,
+sample), ``check`` (check) and ``list`` (list); each imports torch and Pyro inside its
+functions, so ``pyro-vae --help`` does not. ``interrupted`` writes the line a signal ends with.
 """
 
 import argparse
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 import pyro_vae.cli._startup  # noqa: F401  (Ctrl-C while torch imports: one line)
@@ -22,6 +21,7 @@ from pyro_vae import __version__
 from pyro_vae.cli.check import check
 from pyro_vae.cli.evaluate import MAX_SAMPLES, evaluate, sample
 from pyro_vae.cli.help import formatter
+from pyro_vae.cli.interrupted import interrupted
 from pyro_vae.cli.list import list_parts
 from pyro_vae.cli.train import (  # noqa: F401  (FLAGS, overrides: re-exported)
     FLAGS,
@@ -285,29 +285,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(f"{_interrupted(args)}", file=sys.stderr)
+        print(interrupted(args), file=sys.stderr)
         return 128 + stopped["signal"]
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _interrupted(args: argparse.Namespace) -> str:
-    """The one line printed after SIGINT/SIGTERM: for train, what was kept and how to resume."""
-    if args.command != "train":
-        return "interrupted"
-    if not getattr(args, "fitting", False):
-        return "interrupted while starting; nothing was written"
-    from pyro_vae.run import checkpoint, rundir
-
-    out = Path(args.out)
-    try:
-        rundir.settle(out)  # a signal between the commit and metrics.jsonl: repair now
-        epoch = checkpoint.load(out / rundir.CHECKPOINT_FILE, need=("epoch",))["epoch"]
-    except (PyroVAEError, OSError):
-        return (
-            f"interrupted before the first epoch finished; nothing to resume in '{out}'"
-        )
-    return (
-        f"interrupted; '{out}' keeps the checkpoint of epoch {epoch}: continue with "
-        f"pyro-vae train --out {out} --resume"
-    )

@@ -8,7 +8,6 @@ inline backend keeps working). Images are rows of flattened pixels; ``shape`` is
 shape, (C, H, W) with C = 1 (grey) or 3 (colour), (H, W), or (D,) for flat data.
 """
 
-import io
 import math
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -17,34 +16,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from pyro_vae.viz.notebook import (  # noqa: F401  (save calls them)
+    in_notebook,
+    show_inline,
+)
+
 Decoder = Callable[[torch.Tensor], torch.Tensor]  # z (n, latent) -> E[x | z] (n, D)
-
-
-def in_notebook() -> bool:
-    """Whether the code runs under an IPython front end that shows PNG images (a Jupyter
-    kernel; a terminal IPython shows text only)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and "image/png" in shell.display_formatter.active_types
-
-
-def show_inline(fig: Figure, path: Path, dpi: int = 110) -> None:
-    """Show ``fig`` in the notebook's output as a PNG image: the file at ``path`` when it is
-    one, else ``fig`` rendered at ``dpi``. The image is handed to IPython as PNG bytes, so it
-    shows whatever matplotlib backend is selected (``display(fig)`` needs the inline backend's
-    formatter, and under the Agg backend shows only ``<Figure size ...>``)."""
-    from IPython.display import Image, display
-
-    if path.suffix.lower() == ".png":
-        data = path.read_bytes()
-    else:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        data = buffer.getvalue()
-    display(Image(data=data, format="png"))
 
 
 def save(fig: Figure, path: Path, dpi: int = 110, tight: bool = True) -> Path:
