@@ -40,6 +40,7 @@ def build(config: Path, site: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # (the quick tier stays under 3 minutes; CI runs it)
 def test_the_site_builds_strictly_offline_with_every_module_and_tutorial(tmp_path):
     result = build(ROOT / "mkdocs.yml", tmp_path / "site")
     assert result.returncode == 0, result.stderr[-3000:]

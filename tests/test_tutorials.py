@@ -128,6 +128,7 @@ def run_as_notebook(path: Path, work: Path, monkeypatch):
     return notebook
 
 
+@pytest.mark.slow  # (the quick tier stays under 3 minutes; CI runs it)
 def test_a_tutorial_run_as_a_notebook_shows_each_figure_inline(tmp_path, monkeypatch):
     notebook = run_as_notebook(TUTORIALS_DIR / NOTEBOOK, tmp_path, monkeypatch)
     outputs = outputs_of(notebook)

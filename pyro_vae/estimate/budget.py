@@ -8,7 +8,7 @@ BDMC first simulates ``bdmc_points`` rows from the model in one pass. Each estim
 :func:`pyro_vae.config.require_memory`: at most half of the machine's memory.
 """
 
-from typing import Dict
+from typing import Dict, Optional
 
 from torch import nn
 
@@ -27,17 +27,22 @@ def ais_sizes(options: Dict) -> Dict[str, int]:
     return {key: options.get(key, default) for key, default in AIS_DEFAULTS.items()}
 
 
-def values_per_row(vae: nn.Module) -> int:
+def values_per_row(vae: nn.Module, data_dim: Optional[int] = None) -> int:
     """A lower bound on the numbers one data point's pass through ``vae`` and its gradient
-    keep: the decoder's output and the data row, and every linear layer's output."""
-    data_dim = vae.arch.data_dim
-    per_dim = getattr(vae.likelihood, "params_per_dim", 1)
+    keep: the decoder's output and the data row (``data_dim`` values; by default the one-layer
+    VAE's ``arch.data_dim``), and every linear layer's output."""
+    data_dim = vae.arch.data_dim if data_dim is None else data_dim
+    per_dim = getattr(getattr(vae, "likelihood", None), "params_per_dim", 1)
     linear = sum(m.out_features for m in vae.modules() if isinstance(m, nn.Linear))
     return 2 * (data_dim * (per_dim + 1) + linear)
 
 
 def check_ais_memory(
-    vae: nn.Module, num_steps: int, num_chains: int, bdmc_points: int
+    vae: nn.Module,
+    num_steps: int,
+    num_chains: int,
+    bdmc_points: int,
+    data_dim: Optional[int] = None,
 ) -> None:
     """Refuse AIS settings whose tensors cannot fit (a ``ConfigError`` naming the flag)."""
     fix = "use a smaller value"
@@ -47,7 +52,7 @@ def check_ais_memory(
         f"temperatures",
         fix,
     )
-    row = values_per_row(vae)
+    row = values_per_row(vae, data_dim)
     require_memory(
         FLOAT * num_chains * row,
         f"--ais-chains {num_chains} means at least {num_chains} chains of {row} numbers "

@@ -146,7 +146,7 @@ def evaluate(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got '{method}'")
     if method != "is":  # before the other estimates spend their time
-        check_ais_memory(vae, **ais_sizes(ais_options or {}))
+        check_ais_memory(vae, **ais_sizes(ais_options or {}), data_dim=x.shape[-1])
     estimate = (
         None
         if method == "ais"
@@ -230,7 +230,7 @@ def ais_evaluation(
     acceptance rate, wall and CPU time; with ``bdmc_points``, forward and reverse AIS at the same
     settings on that many points simulated from the model (Grosse et al. 2015); with
     ``amortization_gap``, AIS - ELBO split into approximation and amortization gaps."""
-    check_ais_memory(vae, num_steps, num_chains, bdmc_points)
+    check_ais_memory(vae, num_steps, num_chains, bdmc_points, x.shape[-1])
     settings = dict(
         num_steps=num_steps, num_chains=num_chains, leapfrog_steps=leapfrog_steps
     )

@@ -39,6 +39,7 @@ class _DropSite(Messenger):
             msg["mask"] = False
 
 
+@pytest.mark.slow  # (the quick tier stays under 3 minutes; CI runs it)
 @pytest.mark.parametrize("inference", ["bottom_up", "ladder"])
 def test_a_dropped_layers_kl_fails_the_check(monkeypatch, inference):
     model = HierarchicalVAE.model
@@ -58,6 +59,7 @@ def test_a_dropped_layers_kl_fails_the_check(monkeypatch, inference):
     assert any("MC ELBO" in q for q in failed), failed
 
 
+@pytest.mark.slow  # (the quick tier stays under 3 minutes; CI runs it)
 def test_a_merge_with_the_wrong_precision_fails_the_check(monkeypatch):
     def wrong(loc1, scale1, loc2, scale2):  # weights by 1/s, not 1/s^2
         p1, p2 = scale1.pow(-1), scale2.pow(-1)

@@ -104,6 +104,7 @@ def test_free_bits_apply_per_layer_and_dimension():
     assert loss == pytest.approx(-reconstruction + 7 * nats * (3 + 2), rel=1e-6)
 
 
+@pytest.mark.slow  # (the quick tier stays under 3 minutes; CI runs it)
 @pytest.mark.parametrize(
     "inference, objective",
     [("bottom_up", "trace"), ("ladder", "meanfield"), ("ladder", "iwae")],
