@@ -75,15 +75,6 @@ class Conditional(Family):
     def check_data(self, x: torch.Tensor, where: str) -> None:
         self.likelihood.check_data(self.split(x)[1], where)
 
-    def release_params(self) -> None:
-        store = pyro.get_param_store()
-        for name in [n for n in store.keys() if n.startswith(self.pyro_name + ".")]:
-            del store[name]
-
-    def _register(self, *names: str) -> None:
-        for name in names:
-            pyro.module(f"{self.pyro_name}.{name}", getattr(self, name))
-
     def model(
         self,
         x: torch.Tensor,
@@ -91,7 +82,7 @@ class Conditional(Family):
         reconstruction_weight: Weight = 1.0,
     ) -> None:
         """p(t, z | c) for the rows of x."""
-        self._register("prior_net", "decoder", "likelihood")
+        self.register_parts("prior_net", "decoder", "likelihood")
         c, t = self.split(x)
         with pyro.plate(DATA_PLATE, x.shape[0]):
             with poutine.scale(scale=kl_weight):
@@ -107,7 +98,7 @@ class Conditional(Family):
         reconstruction_weight: Weight = 1.0,
     ) -> None:
         """q(z | t, c), the guide part on the whole row."""
-        self._register("encoder")
+        self.register_parts("encoder")
         with pyro.plate(DATA_PLATE, x.shape[0]):
             with poutine.scale(scale=kl_weight):
                 pyro.sample(LATENT, self.encoder(x))

@@ -14,6 +14,7 @@ A new family is one module in this wing: a ``Family`` subclass and a factory
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple, Union
 
+import pyro
 import torch
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
@@ -59,8 +60,24 @@ class Family(nn.Module):
 
     def release_params(self) -> None:
         """Forget the family's entries in Pyro's param store, so that ``pyro.module``
-        registers its current tensors (after ``.to(device)`` or loading a checkpoint).
+        registers its current tensors (after ``.to(device)`` or loading a checkpoint). The
+        entries are those :meth:`register_parts` made, named ``"{pyro_name}.{part}..."``; a
+        family without a ``pyro_name`` has none.
         """
+        prefix = getattr(self, "pyro_name", None)
+        if prefix is None:
+            return
+        store = pyro.get_param_store()
+        for name in [n for n in store.keys() if n.startswith(f"{prefix}.")]:
+            del store[name]
+
+    def register_parts(self, *names: str) -> None:
+        """``pyro.module`` for each named part that has parameters, under the name
+        ``"{pyro_name}.{name}"`` (call it at the top of ``model`` and ``guide``)."""
+        for name in names:
+            part = getattr(self, name)
+            if any(True for _ in part.parameters()):
+                pyro.module(f"{self.pyro_name}.{name}", part)
 
     def kl_is_analytic(self, x) -> bool:
         """Whether ``TraceMeanField_ELBO`` computes every KL term in closed form."""

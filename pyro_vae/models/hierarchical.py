@@ -89,12 +89,6 @@ class HierarchicalVAE(Family):
             LatentSite(site(layer + 1), size) for layer, size in enumerate(self.sizes)
         )
 
-    def _register(self, names: Sequence[str]) -> None:
-        for name in names:
-            part = getattr(self, name)
-            if any(True for _ in part.parameters()):
-                pyro.module(f"{self.pyro_name}.{name}", part)
-
     def model(
         self,
         x: torch.Tensor,
@@ -104,7 +98,9 @@ class HierarchicalVAE(Family):
         """p(x, z_1..z_L) = p(z_L) prod_l p(z_l | z_{l+1}) p(x | z_1); the z sites scaled by
         ``kl_weight``, ``"x"`` by ``reconstruction_weight``."""
         parts = ["conditionals", "decoder", "likelihood", "prior"]
-        self._register(parts + ["encoders"] * getattr(self.prior, "uses_encoder", 0))
+        self.register_parts(
+            *parts, *["encoders"] * getattr(self.prior, "uses_encoder", 0)
+        )
         with pyro.plate(DATA_PLATE, x.shape[0]):
             with poutine.scale(scale=kl_weight):
                 z = pyro.sample(site(len(self.sizes)), self.prior())
@@ -121,7 +117,7 @@ class HierarchicalVAE(Family):
     ) -> List[torch.Tensor]:
         """q(z_1..z_L | x), bottom-up or ladder (see the module docstring); the z's drawn."""
         ladder = self.inference == "ladder"
-        self._register(["encoders"] + ["conditionals"] * ladder)
+        self.register_parts("encoders", *["conditionals"] * ladder)
         with pyro.plate(DATA_PLATE, x.shape[0]):
             with poutine.scale(scale=kl_weight):
                 return self._ladder(x) if ladder else self._bottom_up(x)
@@ -179,11 +175,6 @@ class HierarchicalVAE(Family):
     # -- the hooks and helpers that fit, figures and the API call -----------------------------
     def check_data(self, x: torch.Tensor, where: str) -> None:
         self.likelihood.check_data(x, where)
-
-    def release_params(self) -> None:
-        store = pyro.get_param_store()
-        for name in [n for n in store.keys() if n.startswith(f"{self.pyro_name}.")]:
-            del store[name]
 
     def kl_is_analytic(self, x: torch.Tensor) -> bool:
         """Gaussian conditionals always have a closed-form KL; the top layer's depends on the

@@ -95,11 +95,6 @@ class SemiSupervised(Family):
     def check_data(self, x: torch.Tensor, where: str) -> None:
         self.likelihood.check_data(x, where)
 
-    def release_params(self) -> None:
-        store = pyro.get_param_store()
-        for name in [n for n in store.keys() if n.startswith(self.pyro_name + ".")]:
-            del store[name]
-
     def training_rows(self, data) -> torch.Tensor:
         """The training images with a label column: the label for the rows ``[model]
         labels`` keeps (balanced, seeded), ``HIDDEN`` elsewhere; sets alpha N / N_l."""
@@ -133,10 +128,6 @@ class SemiSupervised(Family):
             return x[..., : self.data_dim], x[..., self.data_dim].round().long()
         return x, None
 
-    def _register(self, *names: str) -> None:
-        for name in names:
-            pyro.module(f"{self.pyro_name}.{name}", getattr(self, name))
-
     def _onehot(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return F.one_hot(y, self.classes).to(like.dtype)
 
@@ -147,7 +138,7 @@ class SemiSupervised(Family):
         reconstruction_weight: Weight = 1.0,
     ) -> None:
         """p(x, y, z); rows with a label column observe y where it is not ``HIDDEN``."""
-        self._register("decoder", "likelihood", "prior")
+        self.register_parts("decoder", "likelihood", "prior")
         x, y = self._split(x)
         hidden = None if y is None else y == HIDDEN
         if hidden is None or hidden.any():
@@ -155,7 +146,7 @@ class SemiSupervised(Family):
             with pyro.plate(DATA_PLATE, rows.shape[0]):
                 self._generate(rows, None, "", kl_weight, reconstruction_weight)
         if hidden is not None and not hidden.all():
-            self._register("classifier")
+            self.register_parts("classifier")
             rows, labels = x[~hidden], y[~hidden]
             with pyro.plate(LABELLED_PLATE, rows.shape[0]):
                 self._generate(
@@ -182,7 +173,7 @@ class SemiSupervised(Family):
         reconstruction_weight: Weight = 1.0,
     ) -> None:
         """q(y | x) q(z | x, y): y enumerated in parallel for unlabelled rows."""
-        self._register("classifier", "encoder")
+        self.register_parts("classifier", "encoder")
         x, y = self._split(x)
         hidden = None if y is None else y == HIDDEN
         if hidden is None or hidden.any():
