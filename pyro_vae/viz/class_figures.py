@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from pyro_vae.viz import plots
+from pyro_vae.viz.common_figures import curves_and_reconstructions
 
 ROWS = 8  # styles in the class-sample grid and images in the analogies
 
@@ -37,17 +38,7 @@ def write_class_figures(
 ) -> List[Path]:
     """Write the figures above for held-out rows ``x`` into ``out_dir``."""
     out_dir, k = Path(out_dir), class_size(family)
-    written = []
-    if metrics:
-        written.append(plots.training_curves(metrics, out_dir / "elbo.png"))
-    few = x[:10]
-    written.append(
-        plots.image_grid(
-            [("data", few), ("reconstruction", family.reconstruct(few))],
-            shape,
-            out_dir / "reconstructions.png",
-        )
-    )
+    written = curves_and_reconstructions(family, x, shape, out_dir, metrics)
     classes = torch.arange(k, device=x.device)
     styles = family.prior().sample((ROWS,))
     rows = [

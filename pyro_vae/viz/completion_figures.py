@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from pyro_vae.viz import plots
+from pyro_vae.viz.common_figures import curves_and_reconstructions
 
 IMAGES = 8
 COMPLETIONS = 6
@@ -24,16 +25,8 @@ def write_completion_figures(
 ) -> List[Path]:
     """Write the figures above for held-out rows ``x`` into ``out_dir``."""
     out_dir = Path(out_dir)
-    written = []
-    if metrics:
-        written.append(plots.training_curves(metrics, out_dir / "elbo.png"))
-    few = x[:10]
-    written.append(
-        plots.image_grid(
-            [("data", few), ("target pixels from q(z|x)", family.reconstruct(few))],
-            shape,
-            out_dir / "reconstructions.png",
-        )
+    written = curves_and_reconstructions(
+        family, x, shape, out_dir, metrics, "target pixels from q(z|x)"
     )
     images = x[:IMAGES]
     given = images * family.given_mask.to(images)

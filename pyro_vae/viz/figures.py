@@ -19,6 +19,7 @@ from pyro_vae.estimate.layer_diagnostics import layer_diagnostics, site_means
 from pyro_vae.models.vae import VAE
 from pyro_vae.viz import plots
 from pyro_vae.viz.class_figures import class_size, write_class_figures
+from pyro_vae.viz.common_figures import curves_and_reconstructions
 from pyro_vae.viz.completion_figures import write_completion_figures
 
 SCATTER_ROWS = 2000  # test inputs whose posterior means the scatter shows
@@ -61,17 +62,7 @@ def write_figures(
         vae.train(was_training)
         return written
     decode = decoder_of(vae)
-    written = []
-    if metrics:
-        written.append(plots.training_curves(metrics, out_dir / "elbo.png"))
-    few = x[:10]
-    written.append(
-        plots.image_grid(
-            [("data", few), ("reconstruction", vae.reconstruct(few))],
-            shape,
-            out_dir / "reconstructions.png",
-        )
-    )
+    written = curves_and_reconstructions(vae, x, shape, out_dir, metrics)
     written.append(
         plots.image_grid(
             [("samples from p(z)", vae.sample(10)), ("", vae.sample(10))],
