@@ -14,7 +14,7 @@ by draw pass at a float64 tolerance.
 
 import random
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Sequence
+from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import pyro
@@ -77,27 +77,32 @@ def _seeded(device: torch.device, seed: int) -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
-def run_checks(device: str = "cpu") -> List[CheckRow]:
+def run_checks(device: str = "cpu", through: Optional[Suite] = None) -> List[CheckRow]:
     """Every suite of ``SUITES`` on one random linear-Gaussian model (P = 6, D = 2, sigma = 0.5)
     and 500 data points from it, on ``device`` (``cpu``, ``cuda``, ``cuda:N`` or ``auto``),
     seeded, with Pyro's validation on; the global RNG states are restored afterwards. The checks
-    are thousands of small tensor operations, which run fastest on one CPU thread."""
+    are thousands of small tensor operations, which run fastest on one CPU thread.
+
+    ``through``: stop after this suite. The suites before it still run, so its rows see the same
+    random draws as in the full check (the tests that inject a bug use it to reach the row that
+    must catch the bug without running the suites after it)."""
     dev = resolve_device(device)
+    suites = SUITES if through is None else SUITES[: SUITES.index(through) + 1]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _run_checks(dev)
+        return _run_checks(dev, suites)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_checks(dev: torch.device) -> List[CheckRow]:
+def _run_checks(dev: torch.device, suites: Sequence[Suite]) -> List[CheckRow]:
     with _seeded(dev, SEED), pyro.validation_enabled(True):
         generator = torch.Generator().manual_seed(SEED)
         truth = true_model(generator)
         x = truth.sample(500, generator).to(dev)
         truth = truth.to(dev)
-        return [row for suite in SUITES for row in suite(truth, x, generator)]
+        return [row for suite in suites for row in suite(truth, x, generator)]
 
 
 def format_table(rows: Sequence[CheckRow]) -> str:
