@@ -10,7 +10,11 @@ For the semi-supervised family's unlabelled x (Kingma et al. 2014, U(x))::
 
 with the sum over y exact (as ``enum``) and the KL in closed form for every y at once, where
 ``enum`` has the one-draw estimate log p(z) - log q(z | x, y) in its place. Both are unbiased
-for the same ELBO and the same gradient; only the Monte Carlo noise of the z-term goes.
+for the same ELBO and the same gradient; only the Monte Carlo noise differs. The z-term's own
+noise goes, and with it its correlation with the reconstruction term's: near the posterior,
+enum's sampled z-term cancels much of that noise, and this ELBO estimate is then the noisier
+(on the digits M2 its SD was 1.8 times enum's, its gradients' total variance 0.6 times:
+benchmarks/README.md, "enum_meanfield").
 
 How. ``TraceEnum_ELBO._get_trace`` returns packed traces (``Trace.pack_tensors``: each site's
 log-density with its dimensions named), and ``_compute_dice_elbo`` adds, per plate ordinal,
@@ -27,14 +31,15 @@ term. s is ``poutine.scale`` (the semi-supervised family's ``kl_weight``) times 
 subsample scale N / B.
 
 A site qualifies when it is a latent site of model and guide, reparameterized
-(``has_rsample``), not enumerated, scaled alike in both, its model density does not depend on
-a site the model itself enumerates, and torch/Pyro registers KL(q || p) for the pair
+(``has_rsample``), not enumerated, its model density does not depend on a site the model
+itself enumerates, and torch/Pyro registers KL(q || p) for the pair
 (``torch.distributions.kl_divergence``). Elsewhere the sampled term stays, as
 ``TraceMeanField_ELBO`` falls back: e.g. a ``full_rank`` guide against a ``standard_normal``
 prior (no KL of a MultivariateNormal to an Independent Normal is registered), VampPriors and
 flow priors.
 
-Refused (``ConfigError``): a qualifying site z drawn in the model after a latent w that the
+Refused (``ConfigError``): a qualifying site scaled differently in model and guide (its two
+terms are then not one KL); a qualifying site z drawn in the model after a latent w that the
 guide draws after z. p(z | w) may then depend on a w the guide draws from z, and the KL at a
 fixed w is not E_q[log p(z | w) - log q(z)]; it is the bias for which the hierarchical family
 refuses ``meanfield`` with bottom-up inference. (Pyro's ``TraceMeanField_ELBO`` only warns when
@@ -76,6 +81,7 @@ class TraceEnumMeanField_ELBO(TraceEnum_ELBO):
                 continue
             kl = closed_form_kl(model_site, guide_site)
             if kl is not None:
+                _check_scales(model_site, guide_site)
                 replaced.append((name, model_site, guide_site, kl))
         if replaced:
             check_order(model_trace, guide_trace, [name for name, *_ in replaced])
@@ -97,8 +103,8 @@ def _model_enumerated_symbols(model_trace: Trace, guide_trace: Trace) -> Set[str
 
 
 def _qualifies(model_site: Site, guide_site: Optional[Site], enumerated: Set) -> bool:
-    """A latent, reparameterized, non-enumerated site of both traces, one scale in both,
-    whose model term does not depend on a site the model enumerates."""
+    """A latent, reparameterized, non-enumerated site of both traces whose model term does
+    not depend on a site the model enumerates."""
     if (
         guide_site is None
         or model_site["type"] != "sample"
@@ -108,8 +114,10 @@ def _qualifies(model_site: Site, guide_site: Optional[Site], enumerated: Set) ->
         or not guide_site["fn"].has_rsample
     ):
         return False
-    if not enumerated.isdisjoint(model_site["packed"]["log_prob"]._pyro_dims):
-        return False
+    return enumerated.isdisjoint(model_site["packed"]["log_prob"]._pyro_dims)
+
+
+def _check_scales(model_site: Site, guide_site: Site) -> None:
     m_scale, g_scale = model_site["scale"], guide_site["scale"]
     if not torch.equal(torch.as_tensor(m_scale), torch.as_tensor(g_scale)):
         raise ConfigError(
@@ -117,7 +125,6 @@ def _qualifies(model_site: Site, guide_site: Optional[Site], enumerated: Set) ->
             f"model and guide (poutine.scale) to replace its two terms by one KL; scale both "
             f"or use objective 'enum'"
         )
-    return True
 
 
 def closed_form_kl(model_site: Site, guide_site: Site) -> Optional[torch.Tensor]:
