@@ -82,6 +82,27 @@ class LinearGaussianMixture:
         )
         return (probs * (self.log_pi + per_class - probs.log())).sum(-1)
 
+    def reconstruction_variance(
+        self,
+        x: torch.Tensor,
+        probs: torch.Tensor,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """Var of the one-draw estimate sum_y r_y log p(x | y, z_y), z_y ~ N(m_y, diag s_y^2)
+        drawn independently per class, per row (N,): the Monte Carlo noise an ELBO with
+        every other term exact has left. With u = x - W m_y - b_y, A = W diag(s_y) and
+        z_y = m_y + s_y eps, log p(x | y, z_y) = const - |u - A eps|^2 / (2 sigma^2), whose
+        variance is (4 |A^T u|^2 + 2 |A^T A|_F^2) / (4 sigma^4) (Gaussian eps: the linear and
+        quadratic parts are uncorrelated, Var(eps^T M eps) = 2 tr M^2)."""
+        u = x - loc @ self.weight.T - self.biases[:, None, :]  # (K, N, P)
+        a = self.weight * scale[..., None, :]  # (K, N, P, D)
+        linear = (u[..., None] * a).sum(-2).pow(2).sum(-1)
+        gram = a.transpose(-1, -2) @ a
+        quadratic = gram.pow(2).sum((-1, -2))
+        per_class = (4 * linear + 2 * quadratic) / (4 * self.noise_scale**4)
+        return (probs.pow(2) * per_class.T).sum(-1)
+
     def sample(
         self, n: int, generator: torch.Generator
     ) -> Tuple[torch.Tensor, torch.Tensor]:

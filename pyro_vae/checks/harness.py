@@ -24,6 +24,7 @@ from pyro_vae.checks import ais as ais_checks
 from pyro_vae.checks import densities as check_densities
 from pyro_vae.checks import diagnostics as check_diagnostics
 from pyro_vae.checks import distributed as check_distributed
+from pyro_vae.checks import enum_meanfield as check_enum_meanfield
 from pyro_vae.checks import hierarchy as check_hierarchy
 from pyro_vae.checks import marginal as check_marginal
 from pyro_vae.checks import objectives as check_objectives
@@ -61,6 +62,7 @@ SUITES: List[Suite] = [
     check_semi_supervised.semi_supervised_checks,
     check_diagnostics.diagnostic_checks,
     check_distributed.distributed_checks,
+    check_enum_meanfield.enum_meanfield_checks,
 ]
 
 

@@ -102,16 +102,22 @@ def set_z_guide(m2, truth: LinearGaussianMixture, spread: float, generator) -> N
         enc.raw_scale.bias.copy_(softplus_inverse(sd - MIN_SCALE))
 
 
-def closed_form_elbo(m2, truth, x: torch.Tensor) -> torch.Tensor:
-    """The enumerated ELBO per row at the family's current q(y | x) and diagonal (mean-field)
-    q(z | x, y)."""
-    eye = torch.eye(truth.classes, dtype=x.dtype)
+def guide_moments(m2, x: torch.Tensor):
+    """(probs (N, K), loc (K, N, D), scale (K, N, D)): the family's q(y | x) and the mean and
+    marginal scales of q(z | x, y) for every class."""
+    eye = torch.eye(m2.classes, dtype=x.dtype)
     with torch.no_grad():
         probs = m2.class_posterior(x).probs
         qs = [m2.encoder(torch.cat([x, e.expand(len(x), -1)], -1)) for e in eye]
         loc = torch.stack([q.mean for q in qs])
         scale = torch.stack([q.variance.sqrt() for q in qs])
-    return truth.elbo(x, probs, loc, scale)
+    return probs, loc, scale
+
+
+def closed_form_elbo(m2, truth, x: torch.Tensor) -> torch.Tensor:
+    """The enumerated ELBO per row at the family's current q(y | x) and diagonal (mean-field)
+    q(z | x, y)."""
+    return truth.elbo(x, *guide_moments(m2, x))
 
 
 def _enum_loss(m2, x: torch.Tensor) -> float:

@@ -46,6 +46,7 @@ EXACT_OBJECTIVES = (
     ("iwae", {"num_particles": 5}),
     ("iwae", {"num_particles": 5, "dreg": True}),
     ("enum", {}),
+    ("enum_meanfield", {}),
 )
 
 

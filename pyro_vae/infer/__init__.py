@@ -10,3 +10,4 @@ May import: ``models``, ``parts`` and the bottom layer (``config``, ``errors``, 
 
 from pyro_vae.infer import objectives  # noqa: F401  (registers the objectives)
 from pyro_vae.infer import trace_enum  # noqa: F401  (registers the enum objective)
+from pyro_vae.infer import trace_enum_meanfield  # noqa: F401  (enum_meanfield)

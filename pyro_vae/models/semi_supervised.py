@@ -244,7 +244,10 @@ class Classifier(nn.Module):
 
 @FAMILIES.register("semi_supervised")
 def build(config: Config, data_shape: Union[int, Sequence[int]]) -> SemiSupervised:
-    """The semi-supervised VAE M2 (Kingma et al. 2014); train it with ``--elbo enum``."""
+    """The semi-supervised VAE M2 (Kingma et al. 2014); train it with ``--elbo
+    enum_meanfield`` (y enumerated, KL(q(z | x, y) || p(z)) in closed form under each y where
+    torch/Pyro registers it: infer/trace_enum_meanfield.py) or ``--elbo enum`` (the sampled
+    z-term log p(z) - log q(z | x, y) in its place)."""
     m = config.model
     if m.classes < 2:
         raise ConfigError(f"[model] classes must be >= 2, got {m.classes}")
