@@ -44,7 +44,10 @@ QUANTITIES = [
     "prior flow: integral of the density",
     "SVI-trained linear VAE: mean log p(x)",
 ]
-NUM_ROWS = 122  # 77 + 11 AIS + 21 hierarchical + 7 enum and M2 + 5 diagnostics + 1 distributed
+NUM_ROWS = (
+    134  # 77 + 11 AIS + 21 hierarchical + 7 enum and M2 + 5 diagnostics + 1 distributed
+)
+# + 12 CVAE
 
 
 @pytest.fixture(autouse=True)
