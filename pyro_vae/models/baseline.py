@@ -14,7 +14,7 @@ as a Pyro program with an observed site and an empty guide, ``Trace_ELBO`` is th
 
 import itertools
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import pyro
 import torch
@@ -92,10 +92,12 @@ def fit_baseline(
     batch_size: int = 100,
     lr: float = 1e-3,
     seed: int = 0,
+    on_epoch: Optional[Callable[[int, float], None]] = None,
 ) -> float:
     """Fit by maximum likelihood with ``SVI`` and ``Trace_ELBO`` (with no latent site the
     loss is -log p(t | c)), shuffled mini-batches drawn from ``seed``; returns the last
-    epoch's mean NLL per row."""
+    epoch's mean NLL per row. ``on_epoch(epoch, nll)`` is called after each epoch (it may
+    score held-out rows: the fit's random stream is its own generator)."""
     if epochs < 1 or batch_size < 1 or len(x) < 1:
         raise ConfigError(
             f"the baseline needs epochs >= 1, batch_size >= 1 and rows, got {epochs}, "
@@ -106,10 +108,12 @@ def fit_baseline(
     svi = SVI(baseline.model, baseline.guide, Adam({"lr": lr}), Trace_ELBO())
     generator = torch.Generator().manual_seed(seed)
     loss = math.nan
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(x), generator=generator)
         total = 0.0
         for step in range(steps):
             total += svi.step(x[order[step * batch : (step + 1) * batch]])
         loss = total / (steps * batch)
+        if on_epoch is not None:
+            on_epoch(epoch, loss)
     return loss

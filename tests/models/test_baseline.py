@@ -46,9 +46,18 @@ def test_svi_fits_it_for_quadrants_and_labels():
         test = cvae.rows(ds, "test")
         before = -baseline.log_likelihood(test).mean().item()
         pyro.set_rng_seed(0)
-        fit_baseline(baseline, cvae.training_rows(ds), epochs=3, lr=0.01)
+        seen = []
+        last = fit_baseline(
+            baseline,
+            cvae.training_rows(ds),
+            epochs=3,
+            lr=0.01,
+            on_epoch=lambda epoch, nll: seen.append((epoch, nll)),
+        )
         after = -baseline.log_likelihood(test).mean().item()
         assert after < before - 5, (overrides, before, after)
+        assert [e for e, _ in seen] == [1, 2, 3] and seen[-1][1] == last
+        assert seen[-1][1] < seen[0][1]
 
 
 def test_bad_settings_are_refused():
