@@ -135,3 +135,20 @@ def test_label_and_condition_errors():
     quadrants = models.build(cfg.load(None, SMALL), (1, 8, 8))
     with pytest.raises(ConfigError, match="completes given pixels"):
         quadrants.sample(2, label=3)
+
+
+@pytest.mark.slow
+def test_the_cli_trains_evaluates_and_samples_a_label_cvae(tmp_path, capsys):
+    from pyro_vae.cli.app import main
+
+    run = tmp_path / "cvae"
+    flags = ["--family", "conditional", "--set", "model.condition=label"]
+    small = ["--set", "model.latent_dim=3", "--set", "model.hidden=[32]"]
+    assert main(["train", *flags, *small, "--epochs", "1", "--out", str(run)]) == 0
+    assert (run / "class_samples.png").is_file()
+    assert main(["evaluate", str(run), "--num-samples", "20", "--limit", "50"]) == 0
+    assert main(["sample", str(run), "--label", "7", "--num", "16"]) == 0
+    assert (run / "sample_grid.png").is_file()
+    capsys.readouterr()
+    assert main(["sample", str(run), "--label", "10"]) == 2
+    assert "between 0 and 9" in capsys.readouterr().err
