@@ -9,7 +9,6 @@ Every number is written to ``--json`` with the settings and the wall time of eac
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -23,10 +22,8 @@ from pyro_vae import models
 from pyro_vae.data import from_splits
 from pyro_vae.data.builtin import read_idx
 from pyro_vae.estimate.classification import classification_error
-from pyro_vae.estimate.diagnostics import elbo_terms
 from pyro_vae.estimate.marginal import log_marginal_likelihood
 from pyro_vae.models.labels import keep_labels
-from pyro_vae.parts.networks import mlp
 from pyro_vae.run.train import fit
 
 
@@ -129,51 +126,13 @@ def flat(config) -> dict:
 
 
 def cvae_run(args, ds, given: int) -> dict:
-    config = cfg.load(
-        None,
-        {
-            "model.family": "conditional",
-            "model.given": given,
-            "model.latent_dim": args.latent_dim,
-            "model.hidden": args.hidden,
-            "model.activation": "softplus",
-            "train.epochs": args.epochs,
-            "train.lr": args.lr,
-            "train.device": "cpu",
-        },
-    )
-    cvae = models.build(config, ds.shape)
-    fit(cvae, ds, config)
-    torch.manual_seed(0)
-    x = ds.test[: args.is_points]
-    elbo = elbo_terms(cvae, x, num_samples=10)["elbo"].mean().item()
-    est = log_marginal_likelihood(cvae.model, cvae.guide, x, num_samples=args.k)
-    mask = cvae.given_mask
-    baseline = mlp(int(mask.sum()), args.hidden, int((~mask).sum()), "softplus")
-    opt = torch.optim.Adam(baseline.parameters(), lr=args.lr)
-    c, t = ds.train[:, mask], ds.train[:, ~mask]
-    steps = args.epochs * (len(c) // 100)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        rows = torch.randint(len(c), (100,), generator=gen)
-        opt.zero_grad()
-        F.binary_cross_entropy_with_logits(
-            baseline(c[rows]), t[rows], reduction="sum"
-        ).backward()
-        opt.step()
-    with torch.no_grad():
-        nll = F.binary_cross_entropy_with_logits(
-            baseline(x[:, mask]), x[:, ~mask], reduction="sum"
-        ).item() / len(x)
-    return {
-        "given_quadrants": given,
-        "epochs": args.epochs,
-        "cvae_neg_conditional_elbo": -elbo,
-        "cvae_neg_log_p_is": -est.log_marginal.mean().item(),
-        "cvae_is_stderr": math.sqrt((est.stderr**2).sum().item()) / len(x),
-        "baseline_nll": nll,
-        "points": len(x),
-    }
+    """The CVAE quadrant task, with this script's settings: benchmarks/cvae_mnist.py, the
+    CVAE's own benchmark (run that for the figures in benchmarks/README.md)."""
+    import cvae_mnist
+
+    mine = {k: v for k, v in vars(args).items() if k not in ("parts", "json")}
+    both = {**vars(cvae_mnist.parser().parse_args([])), **mine}
+    return cvae_mnist.paired(cvae_mnist.cvae_run(argparse.Namespace(**both), ds, given))
 
 
 def main(argv=None) -> dict:

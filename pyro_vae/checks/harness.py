@@ -21,6 +21,7 @@ import pyro
 import torch
 
 from pyro_vae.checks import ais as ais_checks
+from pyro_vae.checks import conditional as check_conditional
 from pyro_vae.checks import densities as check_densities
 from pyro_vae.checks import diagnostics as check_diagnostics
 from pyro_vae.checks import distributed as check_distributed
@@ -60,6 +61,7 @@ SUITES: List[Suite] = [
     ais_checks.ais_suite,
     check_hierarchy.hierarchy_suite,
     check_semi_supervised.semi_supervised_checks,
+    check_conditional.conditional_checks,
     check_diagnostics.diagnostic_checks,
     check_distributed.distributed_checks,
     check_enum_meanfield.enum_meanfield_checks,

@@ -65,7 +65,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
     runner = strategy.start(next(vae.parameters()).device)
     vae.to(runner.device)
-    x = dataset.split(args.split)
+    x = vae.rows(dataset, args.split)  # with the columns a family appends
     labels = getattr(dataset, f"{args.split}_labels", None)
     if args.limit is not None:
         x = x[: args.limit]
@@ -223,10 +223,13 @@ def sample(args: argparse.Namespace) -> None:
     pyro.set_rng_seed(args.seed)
     if args.label is None:
         images = vae.sample(args.num)
-    elif not any(s.discrete for s in getattr(vae, "latent_sites", ())):
+    elif not any(s.discrete for s in getattr(vae, "latent_sites", ())) and (
+        getattr(vae, "condition", None) != "label"
+    ):
         raise ConfigError(
-            "--label draws a chosen class, and this run's family has no class latent y; "
-            "train with --family semi_supervised"
+            "--label draws a chosen class, and this run's family has no class latent y "
+            "and no label condition; train with --family semi_supervised, or "
+            "--family conditional --set model.condition=label"
         )
     else:
         images = vae.sample(args.num, label=args.label)

@@ -154,7 +154,7 @@ def _train(args: argparse.Namespace, run, main: bool) -> None:
     device = next(vae.parameters()).device
     written = write_figures(
         vae,
-        dataset.test.to(device),
+        vae.rows(dataset, "test").to(device),
         dataset.shape,
         run_dir,
         dataset.test_labels,

@@ -47,6 +47,7 @@ class ModelConfig:
     labels: float = -1.0  # semi_supervised: labels kept, N >= 1 or a fraction (-1: all)
     alpha: float = 0.1  # semi_supervised: aux. weight / N (Kingma et al. 2014)
     given: int = 1  # conditional: quadrants of each image given (1, 2 or 3)
+    condition: str = "quadrants"  # conditional: c is "quadrants" (given) or "label"
 
 
 @dataclass(frozen=True)

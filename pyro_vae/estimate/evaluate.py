@@ -204,7 +204,9 @@ def evaluate(
     if counts_bits(getattr(vae, "likelihood", None)):  # from IS, or AIS without it
         best = result["log_marginal"]
         best = result["ais"]["value"] if best is None else best
-        result["bits_per_dim"] = bits_per_dim(best, x.shape[-1])
+        result["bits_per_dim"] = bits_per_dim(
+            best, getattr(vae, "target_dim", x.shape[-1])
+        )
     return result
 
 

@@ -3,8 +3,9 @@
 Each family is one module registered in ``registry.FAMILIES`` (``[model] family`` names it):
 ``vae`` (one latent layer z), ``hierarchical`` (L >= 2 stochastic layers),
 ``semi_supervised`` (M2: a class y enumerated, a style z) and ``conditional`` (the CVAE
-completing given quadrants). ``family`` is the seam: the ``Family`` base class, the
-latent-site declarations every family makes, and ``build``, which picks a family by name.
+given quadrants of an image or its label). ``family`` is the seam: the ``Family`` base class,
+the latent-site declarations every family makes, and ``build``, which picks a family by name.
+``baseline`` is the CVAE's deterministic baseline (no latent variable; not a family).
 
 May import: ``parts`` and the bottom layer (``config``, ``errors``, ``registry``, ``process``).
 """

@@ -1,23 +1,34 @@
-"""The conditional VAE of Sohn, Lee & Yan (2015): complete an image from a given part of it.
+"""The conditional VAE of Sohn, Lee & Yan (2015): model a target t given a condition c.
 
-The row x splits into the given pixels c (``[model] given`` quadrants of each image: 1 = the
-top-left quadrant, 2 = the top half, 3 = all but the bottom-right quadrant) and the target
-pixels t, the rest. Per data point (plate ``"data"``)::
+``[model] condition`` says what c is:
+
+* ``"quadrants"`` (the default): a part of the image. The row x splits into the given pixels
+  c (``[model] given`` quadrants of each image: 1 = the top-left quadrant, 2 = the top half,
+  3 = all but the bottom-right quadrant) and the target pixels t, the rest.
+* ``"label"``: the one-hot class of the image (``[model] classes``), and t is the whole
+  image; the rows are the image with its label appended as one more column (the family's
+  ``training_rows`` and ``rows``), so a data set without labels is refused.
+
+Per data point (plate ``"data"``)::
 
     z ~ p(z | c) = N(mu(c), diag sigma(c)^2)    (site "z", a Gaussian prior network on c)
     t ~ p(t | decoder([z, c]))                  (site "x", the likelihood over t alone)
 
-Guide: z ~ q(z | x) = q(z | t, c) (the guide registry on the whole row, which is [t, c]).
-Every estimator of the library then gives the conditional quantities through the traces: the
-ELBO is the conditional ELBO of log p(t | c) (the negative of Pyro's CVAE tutorial's figure),
-and importance sampling gives log p(t | c) = log E_q[p(t, z | c) / q(z | t, c)].
+Guide: z ~ q(z | t, c), Sohn et al.'s recognition network q(z | x, y): the guide registry on
+the whole row (the image, whose pixels are [t, c] for quadrants; [image, onehot(c)] for a
+label). Every estimator of the library then gives the conditional quantities through the
+traces: the ELBO is the conditional ELBO of log p(t | c) (the negative of Pyro's CVAE
+tutorial's figure), and importance sampling gives
+log p(t | c) = log E_q[p(t, z | c) / q(z | t, c)].
 """
 
 import itertools
-from typing import Sequence, Union
+import math
+from typing import Optional, Sequence, Union
 
 import pyro
 import torch
+import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 
@@ -29,6 +40,8 @@ from pyro_vae.parts.networks import Architecture
 from pyro_vae.registry import FAMILIES, GUIDES
 
 LATENT = "z"
+QUADRANTS, LABEL = "quadrants", "label"
+CONDITIONS = (QUADRANTS, LABEL)
 _instances = itertools.count()
 Weight = Union[float, torch.Tensor]
 
@@ -39,7 +52,7 @@ def quadrant_mask(shape: Sequence[int], given: int) -> torch.Tensor:
     if len(shape) != 3:
         raise ConfigError(
             f"the conditional family's quadrants need images (C, H, W), got data of shape "
-            f"{tuple(shape)}"
+            f"{tuple(shape)}; use --set model.condition=label to condition on the label"
         )
     if not 1 <= given <= 3:
         raise ConfigError(f"[model] given must be 1, 2 or 3 quadrants, got {given}")
@@ -53,28 +66,98 @@ def quadrant_mask(shape: Sequence[int], given: int) -> torch.Tensor:
 
 
 class Conditional(Family):
-    """The CVAE (see the module's docstring): ``guide`` q(z | x), ``prior_net`` p(z | c),
-    ``decoder`` [z, c] -> the likelihood's parameters for the target pixels."""
+    """The CVAE (see the module's docstring): ``guide`` q(z | t, c), ``prior_net`` p(z | c),
+    ``decoder`` [z, c] -> the likelihood's parameters for t. ``given_mask`` marks the given
+    pixels (quadrants), or is None and ``classes`` > 0 (label)."""
 
     unconditional = (
         False  # p(z | c): the diagnostics of a prior of z alone do not apply
     )
 
-    def __init__(self, given_mask, latent_dim, guide, prior_net, decoder, likelihood):
+    def __init__(
+        self,
+        given_mask: Optional[torch.Tensor],
+        latent_dim: int,
+        guide: nn.Module,
+        prior_net: nn.Module,
+        decoder: nn.Module,
+        likelihood: nn.Module,
+        classes: int = 0,
+        data_dim: int = 0,
+    ):
         super().__init__()
+        self.condition = QUADRANTS if given_mask is not None else LABEL
         self.register_buffer("given_mask", given_mask)
+        self.classes = classes
+        self.data_dim = given_mask.numel() if given_mask is not None else data_dim
+        # the width of the rows model and guide read: the label is one more column
+        self.row_dim = self.data_dim + (self.condition == LABEL)
+        # the pixels scored (bits per dimension divide by these)
+        self.target_dim = self.data_dim - (
+            0 if given_mask is None else int(given_mask.sum())
+        )
         self.encoder, self.prior_net = guide, prior_net
         self.decoder, self.likelihood = decoder, likelihood
         self.pyro_name = f"cvae{next(_instances)}"
         self.latent_sites = (LatentSite(LATENT, latent_dim),)
 
+    # -- rows: (condition c, target t) ------------------------------------------------
     def split(self, x: torch.Tensor):
-        """(given c, target t) pixels of rows x."""
-        return x[..., self.given_mask], x[..., ~self.given_mask]
+        """(condition c, target t) of rows x: the given and the target pixels, or the
+        one-hot label and the image."""
+        if self.given_mask is not None:
+            return x[..., self.given_mask], x[..., ~self.given_mask]
+        if x.shape[-1] != self.row_dim:
+            raise ConfigError(
+                f"the label-conditioned family reads rows of {self.data_dim} pixels and "
+                f"the label ({self.row_dim} columns), got {x.shape[-1]}; pass rows from "
+                f"Conditional.rows(data, split)"
+            )
+        label = x[..., self.data_dim].round().long()
+        return self.onehot(label, x), x[..., : self.data_dim]
+
+    def onehot(self, label: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        if label.numel() and (label.min() < 0 or label.max() >= self.classes):
+            raise ConfigError(
+                f"labels must lie in 0..{self.classes - 1} ([model] classes = "
+                f"{self.classes}), got {int(label.min())}..{int(label.max())}: set "
+                f"--set model.classes=N"
+            )
+        return F.one_hot(label, self.classes).to(like.dtype)
+
+    def guide_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What q(z | t, c) reads: the row itself (its pixels are t and c), or
+        [image, onehot(label)]."""
+        if self.given_mask is not None:
+            return x
+        c, t = self.split(x)
+        return join(t, c)
+
+    def rows(self, data, split: str) -> torch.Tensor:
+        """The rows of a split: its images, with the label column for a label condition."""
+        x = data.split(split)
+        if self.condition == QUADRANTS:
+            return x
+        labels = getattr(data, f"{split}_labels", None)
+        if labels is None:
+            raise ConfigError(
+                f"the conditional family with condition 'label' needs labels, and data set "
+                f"{data.name!r} has none for its {split} rows; use a labelled data set "
+                f"(digits, mnist, an .npz with labels, an image folder per class) or "
+                f"--set model.condition=quadrants"
+            )
+        return torch.cat([x, labels.to(x)[:, None]], -1)
+
+    def training_rows(self, data) -> torch.Tensor:
+        return self.rows(data, "train")
 
     def check_data(self, x: torch.Tensor, where: str) -> None:
-        self.likelihood.check_data(self.split(x)[1], where)
+        if self.given_mask is not None:
+            self.likelihood.check_data(self.split(x)[1], where)
+        else:
+            self.likelihood.check_data(x[..., : self.data_dim], where)
 
+    # -- the Pyro programs ------------------------------------------------------------
     def model(
         self,
         x: torch.Tensor,
@@ -97,53 +180,100 @@ class Conditional(Family):
         kl_weight: Weight = 1.0,
         reconstruction_weight: Weight = 1.0,
     ) -> None:
-        """q(z | t, c), the guide part on the whole row."""
+        """q(z | t, c)."""
         self.register_parts("encoder")
         with pyro.plate(DATA_PLATE, x.shape[0]):
             with poutine.scale(scale=kl_weight):
-                pyro.sample(LATENT, self.encoder(x))
+                pyro.sample(LATENT, self.encoder(self.guide_input(x)))
 
+    # -- what a user does with it -----------------------------------------------------
     @torch.no_grad()
     def complete(self, x: torch.Tensor, num: int = 1) -> torch.Tensor:
-        """``num`` completions of each row: the given pixels kept, the target pixels
-        E[t | z, c] for z ~ p(z | c); shape (num, N, D)."""
+        """``num`` completions of each row: E[t | z, c] for z ~ p(z | c), with the given
+        pixels kept (quadrants); shape (num, N, D)."""
         c, _ = self.split(x)
         z = self.prior_net(c).sample((num,))
+        mean = self.likelihood.mean(self.decoder(join(z, c)))
+        if self.given_mask is None:
+            return mean
         out = x.expand(num, *x.shape).clone()
-        out[..., ~self.given_mask] = self.likelihood.mean(self.decoder(join(z, c)))
+        out[..., ~self.given_mask] = mean
         return out
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """The target pixels decoded from z ~ q(z | x), the given ones kept."""
+        """The target decoded from z ~ q(z | t, c) (the given pixels kept)."""
         c, _ = self.split(x)
-        out = x.clone()
-        out[..., ~self.given_mask] = self.likelihood.mean(
-            self.decoder(join(self.encoder(x).sample(), c))
+        mean = self.likelihood.mean(
+            self.decoder(join(self.encoder(self.guide_input(x)).sample(), c))
         )
+        if self.given_mask is None:
+            return mean
+        out = x.clone()
+        out[..., ~self.given_mask] = mean
         return out
 
     @torch.no_grad()
-    def sample(self, num: int) -> torch.Tensor:
-        """Refused: a CVAE draws completions of given pixels (``complete``)."""
-        raise ConfigError(
-            "the conditional family completes given pixels; see completions.png "
-            "(Conditional.complete) instead of samples from p(z)"
-        )
+    def decode_noise(self, eps: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """E[x | z, c] for z = mu(c) + sigma(c) eps: the same standard-normal noise eps
+        gives each class's draw (the class figure's rows; label condition)."""
+        c = self.onehot(label, eps)
+        prior = self.prior_net(c).base_dist
+        z = prior.loc + prior.scale * eps
+        return self.likelihood.mean(self.decoder(join(z, c)))
+
+    @torch.no_grad()
+    def sample(self, num: int, label: Optional[int] = None) -> torch.Tensor:
+        """Label condition: E[x | z, y] for z ~ p(z | y), y = ``label`` (or uniform over the
+        classes). Quadrants: refused (a CVAE completes given pixels, ``complete``)."""
+        if self.given_mask is not None:
+            raise ConfigError(
+                "the conditional family with quadrants completes given pixels; see "
+                "completions.png (Conditional.complete) instead of samples from p(z)"
+            )
+        if label is not None and not 0 <= label < self.classes:
+            raise ConfigError(
+                f"--label must be a class between 0 and {self.classes - 1}, got {label}"
+            )
+        device = next(self.parameters()).device
+        if label is None:
+            y = torch.randint(self.classes, (num,), device=device)
+        else:
+            y = torch.full((num,), label, dtype=torch.long, device=device)
+        eps = torch.randn(num, self.latent_sites[0].size, device=device)
+        return self.decode_noise(eps, y)
 
 
 @FAMILIES.register("conditional")
 def build(config: Config, data_shape: Union[int, Sequence[int]]) -> Conditional:
-    """The conditional VAE (Sohn et al. 2015) completing images from given quadrants."""
+    """The conditional VAE (Sohn et al. 2015) given quadrants of images or their label."""
     shape = (int(data_shape),) if isinstance(data_shape, int) else tuple(data_shape)
-    mask = quadrant_mask(shape, config.model.given)
-    given, target = int(mask.sum()), int((~mask).sum())
-    parts = build_parts(config, target, given, "conditional")
     m = config.model
+    if m.condition not in CONDITIONS:
+        raise ConfigError(
+            f"[model] condition must be one of {', '.join(CONDITIONS)}, got "
+            f"'{m.condition}'"
+        )
+    if m.condition == QUADRANTS:
+        mask: Optional[torch.Tensor] = quadrant_mask(shape, m.given)
+        given, target = int(mask.sum()), int((~mask).sum())
+        parts = build_parts(config, target, given, "conditional")
+    else:
+        if m.classes < 2:
+            raise ConfigError(f"[model] classes must be >= 2, got {m.classes}")
+        mask, given = None, m.classes
+        parts = build_parts(config, shape, given, "conditional")
     prior_arch = Architecture(given, m.latent_dim, tuple(m.hidden), m.activation)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed + 1)
         prior_net: nn.Module = GUIDES.build("diagonal", prior_arch, {})
     return Conditional(
-        mask, m.latent_dim, parts.guide, prior_net, parts.decoder, parts.likelihood
+        mask,
+        m.latent_dim,
+        parts.guide,
+        prior_net,
+        parts.decoder,
+        parts.likelihood,
+        classes=m.classes,
+        data_dim=math.prod(shape),
     )

@@ -89,6 +89,12 @@ class Family(nn.Module):
         """
         return data.train
 
+    def rows(self, data, split: str) -> torch.Tensor:
+        """The rows model and guide read for a split (``"train"``, ``"valid"``, ``"test"``)
+        when it is scored: ``data.split(split)`` unless a family appends columns (the
+        label-conditioned CVAE appends each row's label)."""
+        return data.split(split)
+
     def records(self) -> Dict[str, Dict]:
         """JSON records the run directory keeps beside the checkpoint (``NAME.json``): for
         the semi-supervised family, which rows kept their labels."""

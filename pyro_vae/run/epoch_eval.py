@@ -123,7 +123,9 @@ def plan(
         valid=None if valid_x is None else subset(valid_x, t.eval_rows, seed + 2),
         every=1,
         bits_dims=(
-            train_x.shape[-1] if counts_bits(getattr(vae, "likelihood", None)) else None
+            getattr(vae, "target_dim", train_x.shape[-1])
+            if counts_bits(getattr(vae, "likelihood", None))
+            else None
         ),
     )
     plan.every = t.eval_every or auto_interval(plan.rows(), trained_rows)

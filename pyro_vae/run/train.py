@@ -119,8 +119,9 @@ def _fit(
     device = runner.device
     vae.check_data(data.train, "the training data")
     vae.check_data(data.test, "the test data")
-    train_x, test_x = vae.training_rows(data).to(device), data.test.to(device)
-    valid_x = None if data.valid is None else data.valid.to(device)
+    train_x = vae.training_rows(data).to(device)
+    test_x = vae.rows(data, "test").to(device)  # with the columns a family appends
+    valid_x = None if data.valid is None else vae.rows(data, "valid").to(device)
     if t.patience and valid_x is None:
         raise ConfigError(
             f"train.patience stops on the validation ELBO, and data set '{data.name}' has "
@@ -154,7 +155,7 @@ def _fit(
     analytic_kl = (
         vae.kl_is_analytic(test_x) if config.objective.name == "meanfield" else None
     )
-    scoring = epoch_eval.plan(vae, config, data.train, test_x, valid_x, n)
+    scoring = epoch_eval.plan(vae, config, vae.rows(data, "train"), test_x, valid_x, n)
     hint = _binarized_hint(config, vae)
     with pyro.validation_enabled(t.validate):
         for epoch in range(start_epoch, t.epochs + 1):

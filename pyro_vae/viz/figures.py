@@ -55,7 +55,7 @@ def write_figures(
     special = None
     if class_size(vae) is not None:  # a class latent y (a declared discrete site)
         special = write_class_figures
-    elif getattr(vae, "given_mask", None) is not None:  # completes a given part of x
+    elif getattr(vae, "condition", None) is not None:  # a CVAE: x given a condition c
         special = write_completion_figures
     if special is not None:
         written = special(vae, x, shape, out_dir, metrics)

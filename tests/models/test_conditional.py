@@ -64,3 +64,91 @@ def test_the_cvae_trains_and_gives_conditional_estimates():
     assert torch.equal(
         done[..., cvae.given_mask], x[:3, cvae.given_mask].expand(2, 3, -1)
     )
+
+
+LABEL = {**SMALL, "model.condition": "label"}
+
+
+def test_a_label_condition_scores_the_image_given_its_class():
+    """c is the one-hot label: p(z | c) reads it, the likelihood scores the whole image, and
+    the guide q(z | x, c) reads [image, onehot(c)]."""
+    config = cfg.load(None, LABEL)
+    ds = data.load(config.data)
+    cvae = models.build(config, ds.shape)
+    x = cvae.rows(ds, "test")[:6]
+    assert x.shape == (6, 65) and torch.equal(x[:, 64], ds.test_labels[:6].to(x))
+    onehot = torch.nn.functional.one_hot(ds.test_labels[:6], 10).to(x)
+    guide = poutine.trace(cvae.guide).get_trace(x)
+    model = poutine.trace(poutine.replay(cvae.model, trace=guide)).get_trace(x)
+    assert torch.equal(model.nodes["x"]["value"], ds.test[:6])
+    z = guide.nodes["z"]["value"]
+    q = cvae.encoder(torch.cat([ds.test[:6], onehot], -1))
+    assert torch.allclose(guide.nodes["z"]["fn"].log_prob(z), q.log_prob(z))
+    prior = cvae.prior_net(onehot)
+    assert torch.allclose(model.nodes["z"]["fn"].log_prob(z), prior.log_prob(z))
+    # the guide sees c: another label gives another q(z | x, c)
+    other = x.clone()
+    other[:, 64] = (other[:, 64] + 1) % 10
+    assert not torch.allclose(cvae.encoder(cvae.guide_input(other)).mean, q.mean)
+
+
+def test_a_label_cvae_trains_and_draws_a_chosen_class(tmp_path):
+    config = cfg.load(None, {**LABEL, "train.epochs": 2, "train.lr": 0.01})
+    ds = data.load(config.data)
+    cvae = models.build(config, ds.shape)
+    metrics = fit(cvae, ds, config)
+    assert metrics[-1]["test_elbo"] > metrics[0]["test_elbo"]
+    seven = cvae.sample(5, label=7)
+    assert seven.shape == (5, 64) and ((seven >= 0) & (seven <= 1)).all()
+    # the draw of class 7 is decoded from p(z | c = 7) with c = onehot(7)
+    torch.manual_seed(3)
+    eps = torch.randn(5, 3)
+    c = torch.nn.functional.one_hot(torch.full((5,), 7), 10).float()
+    prior = cvae.prior_net(c).base_dist
+    expected = cvae.likelihood.mean(
+        cvae.decoder(torch.cat([prior.loc + prior.scale * eps, c], -1))
+    )
+    assert torch.allclose(cvae.decode_noise(eps, torch.full((5,), 7)), expected)
+    with pytest.raises(ConfigError, match="between 0 and 9"):
+        cvae.sample(2, label=10)
+    from pyro_vae.viz.figures import write_figures
+
+    written = write_figures(cvae, cvae.rows(ds, "test"), ds.shape, tmp_path)
+    assert {p.name for p in written} == {"reconstructions.png", "class_samples.png"}
+
+
+def test_label_and_condition_errors():
+    with pytest.raises(ConfigError, match="condition must be one of"):
+        models.build(cfg.load(None, {**SMALL, "model.condition": "pixels"}), (1, 8, 8))
+    cvae = models.build(cfg.load(None, LABEL), (1, 8, 8))
+    unlabelled = data.from_splits(
+        "plain",
+        {"train": torch.zeros(4, 64).numpy(), "test": torch.zeros(2, 64).numpy()},
+        {},
+    )
+    with pytest.raises(ConfigError, match="needs labels"):
+        cvae.training_rows(unlabelled)
+    with pytest.raises(ConfigError, match="rows of 64 pixels and the label"):
+        cvae.model(torch.zeros(2, 64))
+    with pytest.raises(ConfigError, match="labels must lie in 0..9"):
+        cvae.model(torch.cat([torch.zeros(2, 64), torch.full((2, 1), 12.0)], -1))
+    quadrants = models.build(cfg.load(None, SMALL), (1, 8, 8))
+    with pytest.raises(ConfigError, match="completes given pixels"):
+        quadrants.sample(2, label=3)
+
+
+@pytest.mark.slow
+def test_the_cli_trains_evaluates_and_samples_a_label_cvae(tmp_path, capsys):
+    from pyro_vae.cli.app import main
+
+    run = tmp_path / "cvae"
+    flags = ["--family", "conditional", "--set", "model.condition=label"]
+    small = ["--set", "model.latent_dim=3", "--set", "model.hidden=[32]"]
+    assert main(["train", *flags, *small, "--epochs", "1", "--out", str(run)]) == 0
+    assert (run / "class_samples.png").is_file()
+    assert main(["evaluate", str(run), "--num-samples", "20", "--limit", "50"]) == 0
+    assert main(["sample", str(run), "--label", "7", "--num", "16"]) == 0
+    assert (run / "sample_grid.png").is_file()
+    capsys.readouterr()
+    assert main(["sample", str(run), "--label", "10"]) == 2
+    assert "between 0 and 9" in capsys.readouterr().err
