@@ -46,6 +46,7 @@ class ModelConfig:
     classes: int = 10  # semi_supervised: the number of classes y
     labels: float = -1.0  # semi_supervised: labels kept, N >= 1 or a fraction (-1: all)
     alpha: float = 0.1  # semi_supervised: aux. weight / N (Kingma et al. 2014)
+    labelled_every: int = 0  # semi_supervised: every k-th batch labelled (0: shuffled)
     given: int = 1  # conditional: quadrants of each image given (1, 2 or 3)
     condition: str = "quadrants"  # conditional: c is "quadrants" (given) or "label"
 

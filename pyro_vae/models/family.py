@@ -100,6 +100,20 @@ class Family(nn.Module):
         the semi-supervised family, which rows kept their labels."""
         return {}
 
+    def epoch_order(self, seed: int, epoch: int, n: int, batch: int) -> torch.Tensor:
+        """The indices of the ``n`` training rows in the order an epoch steps on them, in
+        slices of ``batch`` rows (a remainder is dropped): a seeded shuffle, a function of
+        (seed, epoch) only. Every epoch must give the same number of rows; a family may
+        arrange its batches (the semi-supervised family's labelled batches)."""
+        return shuffled(seed, epoch, n)
+
+
+def shuffled(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The permutation of ``n`` rows for an epoch, a function of (seed, epoch) only."""
+    return torch.randperm(
+        n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    )
+
 
 def build(config: Config, data_shape: Union[int, Sequence[int]]) -> Family:
     """The family that ``config.model.family`` names, built from the config's parts for data

@@ -25,6 +25,7 @@ from pyro_vae.config import Config
 from pyro_vae.data import Dataset
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.infer.schedules import kl_weight, step_args
+from pyro_vae.models.family import shuffled
 from pyro_vae.models.vae import VAE
 from pyro_vae.process import resolve_device
 from pyro_vae.run import (
@@ -65,9 +66,7 @@ def train_step(
 
 def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The training-set permutation of an epoch: a function of (seed, epoch) only."""
-    return torch.randperm(
-        n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    )
+    return shuffled(seed, epoch, n)
 
 
 def fit(
@@ -151,7 +150,8 @@ def _fit(
 
     n = train_x.shape[0]
     batch = min(t.batch_size, n)
-    steps_per_epoch = n // batch
+    # the family orders each epoch's rows (a shuffle, or its own batches); the count is fixed
+    steps_per_epoch = len(vae.epoch_order(t.seed, start_epoch, n, batch)) // batch
     analytic_kl = (
         vae.kl_is_analytic(test_x) if config.objective.name == "meanfield" else None
     )
@@ -160,7 +160,7 @@ def _fit(
     with pyro.validation_enabled(t.validate):
         for epoch in range(start_epoch, t.epochs + 1):
             began = time.perf_counter()
-            order = epoch_order(t.seed, epoch, n).to(device)
+            order = vae.epoch_order(t.seed, epoch, n, batch).to(device)
             lr = learning_rate(config, epoch)
             optimizer.set_lr(lr)
             losses = torch.zeros(steps_per_epoch, dtype=torch.float64, device=device)
