@@ -127,7 +127,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
     if result["log_marginal"] is not None:
         print(
-            f"{args.split} ({result['n']} images): log p(x) ~= {result['log_marginal']:.2f} "
+            f"{args.split} ({result['n']} images): {vae.marginal} ~= {result['log_marginal']:.2f} "
             f"± {result['log_marginal_stderr'] or float('nan'):.2f} nats (K={args.num_samples}), "
             f"ELBO {result['elbo']:.2f}, KL {result['kl']:.2f}, active units {result['active_units']}"
             + _information(result)
@@ -159,13 +159,13 @@ def _evaluate(args: argparse.Namespace) -> None:
         )
     if a:
         print(
-            f"AIS (T={a['num_steps']}, M={a['num_chains']}): log p(x) ~= {a['value']:.2f} "
+            f"AIS (T={a['num_steps']}, M={a['num_chains']}): {vae.marginal} ~= {a['value']:.2f} "
             f"± {a['stderr']:.2f} nats, acceptance {a['acceptance']:.2f}, {a['seconds']:.1f} s"
         )
         if "bdmc" in a:
             b = a["bdmc"]
             print(
-                f"BDMC on {b['n']} simulated points: forward {b['forward']:.2f} <= log p(x) "
+                f"BDMC on {b['n']} simulated points: forward {b['forward']:.2f} <= {vae.marginal} "
                 f"<= reverse {b['reverse']:.2f} (gap {b['gap']:.2f} nats)"
             )
         if "amortization" in a:

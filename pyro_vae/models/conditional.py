@@ -73,6 +73,7 @@ class Conditional(Family):
     unconditional = (
         False  # p(z | c): the diagnostics of a prior of z alone do not apply
     )
+    marginal = "log p(t | c)"  # the target given the condition
 
     def __init__(
         self,

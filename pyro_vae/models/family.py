@@ -47,6 +47,8 @@ class Family(nn.Module):
     # q(z | x) and p(z) are the ``encoder`` and ``prior`` parts, of x alone: the diagnostics
     # that read them (KL per dimension, active units, mutual information) apply
     unconditional: bool = True
+    # what the likelihood scores, as ``evaluate`` prints it (a conditional family: log p(t | c))
+    marginal: str = "log p(x)"
 
     def model(self, x, *args, **kwargs):
         raise NotImplementedError

@@ -146,7 +146,9 @@ def test_the_cli_trains_evaluates_and_samples_a_label_cvae(tmp_path, capsys):
     small = ["--set", "model.latent_dim=3", "--set", "model.hidden=[32]"]
     assert main(["train", *flags, *small, "--epochs", "1", "--out", str(run)]) == 0
     assert (run / "class_samples.png").is_file()
+    capsys.readouterr()
     assert main(["evaluate", str(run), "--num-samples", "20", "--limit", "50"]) == 0
+    assert "log p(t | c) ~=" in capsys.readouterr().out  # what it estimates, by name
     assert main(["sample", str(run), "--label", "7", "--num", "16"]) == 0
     assert (run / "sample_grid.png").is_file()
     capsys.readouterr()
