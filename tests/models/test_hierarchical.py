@@ -226,11 +226,14 @@ def test_the_command_line_trains_evaluates_and_lists_it(tmp_path, capsys):
                 "40",
                 "--ais-chains",
                 "8",
+                "--amortization-gap",
             ]
         )
         == 0
     )
     result = json.loads((run / "evaluation.json").read_text())
+    gaps = result["ais"]["amortization"]  # every layer fitted per point (issue #28)
+    assert gaps["local_elbo"] > gaps["elbo"]
     is_value, is_se = result["log_marginal"], result["log_marginal_stderr"]
     ais = result["ais"]
     assert result["elbo"] <= is_value + 4 * is_se
