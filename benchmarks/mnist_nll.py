@@ -94,7 +94,8 @@ def main() -> None:
     run_dir = Path(args.run_root) / name
     dataset = data_mod.load(config.data)
     vae = build(config, dataset.shape)
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
+    first_epoch = None  # the epoch this invocation resumed from (None: it trained none)
     last = run_dir / training.CHECKPOINT_FILE
     state = checkpoint.load(last) if last.exists() else None
     # trained already: evaluate only
@@ -102,6 +103,7 @@ def main() -> None:
         vae.load_state_dict(state["model"])
         metrics = state["metrics"]
     else:
+        first_epoch = state["epoch"] if state is not None else 0
         metrics = training.fit(
             vae,
             dataset,
@@ -111,6 +113,8 @@ def main() -> None:
             progress=sys.stderr.isatty(),
         )
     train_seconds = time.perf_counter() - began
+    train_cpu_seconds = time.process_time() - cpu_began
+    epochs_trained = 0 if first_epoch is None else len(metrics) - first_epoch
     print(f"{name}: trained, test ELBO {metrics[-1]['test_elbo']:.2f}", flush=True)
 
     # the epoch with the highest validation ELBO (early stopping without touching the test set)
@@ -131,9 +135,10 @@ def main() -> None:
             ]
         ]
     test = test.to(device)
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     result = evaluate(vae, test, num_samples=args.num_samples, ladder=())
     eval_seconds = time.perf_counter() - began
+    eval_cpu_seconds = time.process_time() - cpu_began
     if args.ais_subset:
         result["ais"] = ais_evaluation(
             vae, test[: args.ais_subset], num_steps=args.ais_steps
@@ -171,6 +176,13 @@ def main() -> None:
         "seconds_per_epoch": sum(m["seconds"] for m in metrics) / len(metrics),
         "train_seconds_this_invocation": train_seconds,
         "eval_seconds": eval_seconds,
+        # CPU time of this process (all its threads): training (this invocation), per epoch
+        # trained in it (null when it trained none), and the IS evaluation
+        "train_cpu_seconds_this_invocation": train_cpu_seconds,
+        "cpu_seconds_per_epoch": (
+            train_cpu_seconds / epochs_trained if epochs_trained else None
+        ),
+        "eval_cpu_seconds": eval_cpu_seconds,
         "device": (
             str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
         ),

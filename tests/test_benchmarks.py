@@ -166,3 +166,26 @@ def test_speed_train_reports_the_torchrun_ratios_and_scaling(tmp_path):
     assert runs["2"]["backend"] == "gloo" and runs["2"]["world_size"] == 2
     scaling = summary["torchrun_scaling_vs_1_process"]["2"]
     assert set(scaling) == {"library", "library_eager", "torch_same_adam"}
+
+
+def test_epoch_cost_scales_the_timed_steps_to_an_epoch():
+    """benchmarks/epoch_cost.py (issue #28's CPU seconds per epoch) on the digits."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "epoch_cost.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--config", "", "--steps", "3", "--warmup", "1"]
+        + ["--set", "model.family=hierarchical", "--set", "model.hidden=[16]"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["cpu_seconds_per_step"] > 0 and out["steps_timed"] == 3
+    from pyro_vae import config, data
+
+    rows = len(data.load(config.load(None, {}).data).train)
+    assert out["steps_per_epoch"] == math.ceil(rows / 100)  # batch 100
+    assert out["cpu_seconds_per_epoch"] == pytest.approx(
+        out["cpu_seconds_per_step"] * out["steps_per_epoch"]
+    )

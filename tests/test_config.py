@@ -19,7 +19,8 @@ def test_defaults_round_trip_through_toml(tmp_path):
 def test_packaged_configs_load_by_name(name):
     config = cfg.load(name)
     assert config.data.dataset == "binarized-mnist"
-    assert config.model.latent_dim == 50
+    # one latent layer of 50, or the hierarchical configs' layers
+    assert config.model.latent_dim == 50 or config.model.latent_layers == (40, 40)
 
 
 def test_cli_values_take_precedence_over_file(tmp_path):

@@ -1,17 +1,21 @@
 """``pyro-vae check`` rows for the ``hierarchical`` family against the two-layer linear-Gaussian
-closed form (``analytic_hierarchy.py``), for bottom-up and ladder inference:
+closed form (``analytic_hierarchy.py``), for bottom-up, ladder and coupled inference (Tomczak &
+Welling's q(z_2 | x) q(z_1 | x, z_2) with p(x | z_1, z_2); the closed form's decoder gives z_2 a
+zero weight, which the family can hold):
 
-* exact guide (bottom-up: full-rank factors q(z_1 | x) q(z_2 | z_1); ladder: the diagonal
+* exact guide (bottom-up: full-rank factors q(z_1 | x) q(z_2 | z_1); coupled: full-rank
+  q(z_2 | x) q(z_1 | x, z_2) by Gaussian conditioning; ladder: the diagonal
   precision-weighted merge on a model where it is exact): log w = log p(x) draw by draw, and the
   loss of Trace_ELBO (JIT on and off) and IWAE (plain and DReG) is -sum log p(x);
 * an imperfect diagonal guide: the Monte Carlo ELBO (log w over draws) and Trace_ELBO's loss
   within 4 SE of the closed-form ELBO = log p(x) - KL(q(z_1, z_2 | x) || p(z_1, z_2 | x));
-  TraceMeanField_ELBO's too (ladder only: the family refuses it for bottom-up, where it is
+  TraceMeanField_ELBO's too (ladder and coupled: the family refuses it for bottom-up, where it is
   biased; SE from independent repeats); ELBO <= IWAE_10 <= log p(x);
   importance-sampled log p(x) and AIS over both layers within 4 SE of the exact value.
 
-A dropped layer's KL or a merge with the wrong precision breaks the exact rows and the ELBO rows
-(``tests/checks/test_hierarchy.py`` injects both). The rows use their own seeded models and data
+A dropped layer's KL, a merge with the wrong precision, or a coupled q(z_1 | x, z_2) that does
+not see z_2 breaks the exact rows and the ELBO rows (``tests/checks/test_hierarchy.py`` injects
+them). The rows use their own seeded models and data
 (the harness's one-layer ``truth`` is not used).
 """
 
@@ -25,6 +29,7 @@ from pyro_vae.checks.hierarchy_models import (
     guide_joint,
     linear_hierarchy,
     set_exact_bottom_up,
+    set_exact_coupled,
     set_exact_ladder,
     set_perturbed_guide,
 )
@@ -58,11 +63,10 @@ def exact_rows(
     truth: LinearHierarchy, x: torch.Tensor, inference: str
 ) -> List[CheckRow]:
     """With the exact posterior as guide, log w = log p(x) for every draw and every objective."""
-    guide = "full_rank" if inference == "bottom_up" else "diagonal"
+    guide = "diagonal" if inference == "ladder" else "full_rank"
     family = linear_hierarchy(truth, inference, guide)
-    (set_exact_bottom_up if inference == "bottom_up" else set_exact_ladder)(
-        family, truth
-    )
+    setters = {"bottom_up": set_exact_bottom_up, "coupled": set_exact_coupled}
+    setters.get(inference, set_exact_ladder)(family, truth)
     exact = truth.log_marginal(x)
     tag = f"hierarchical {inference}, exact guide"
     try:
@@ -110,7 +114,7 @@ def estimator_rows(
         trace = OBJECTIVES.build("trace", None, {"num_particles": DRAWS, "jit": False})
         loss = trace.loss(family.model, family.guide, *step_args(x, 1.0))
         rows.append(within_se(f"{tag}: Trace_ELBO -loss / N", -loss / n, elbo, se))
-        if inference == "ladder":
+        if inference in ("ladder", "coupled"):
             meanfield = OBJECTIVES.build("meanfield", None, {"num_particles": 10})
             mean, mf_se = repeat(
                 lambda: -meanfield.loss(family.model, family.guide, *step_args(x, 1.0))
@@ -168,11 +172,11 @@ def estimator_rows(
 def hierarchy_suite(
     truth, x: torch.Tensor, generator: torch.Generator
 ) -> List[CheckRow]:
-    """Every row above for both inference schemes, on seeded models of their own (P = 6,
+    """Every row above for the three inference schemes, on seeded models of their own (P = 6,
     float64, on the CPU whatever the harness's device)."""
     own = torch.Generator().manual_seed(SEED)
     rows: List[CheckRow] = []
-    for inference in ("bottom_up", "ladder"):
+    for inference in ("bottom_up", "ladder", "coupled"):
         ladder = inference == "ladder"  # a model where the diagonal ladder can be exact
         model = random_hierarchy(own, sizes=(2, 2) if ladder else (3, 2), ladder=ladder)
         data = model.sample(NUM_POINTS, own)  # on the CPU, as the closed form

@@ -2,9 +2,10 @@
 ``hierarchical`` family: fixtures for its checks (``check_hierarchy.py``) and tests.
 
 ``linear_hierarchy`` builds the family with no hidden layers (every network linear, float64)
-and sets its model to exactly the closed-form one; the setters make its guide the exact
-posterior (bottom-up with full-rank factors, or the ladder on a model where that is exact) or
-an imperfect diagonal one with constant scales. ``guide_joint`` reads the guide's Gaussian
+and sets its model to exactly the closed-form one (coupled: p(x | z_1, z_2) with a zero weight
+on z_2); the setters make its guide the exact posterior (bottom-up or coupled with full-rank
+factors, or the ladder on a model where that is exact) or an imperfect diagonal one with
+constant scales. ``guide_joint`` reads the guide's Gaussian
 q(z_1, z_2 | x) back from the family's linear layers, by the closed form's own algebra.
 """
 
@@ -42,13 +43,16 @@ def linear_hierarchy(
         }
     )
     family = build(config, truth.data_dim).double()
-    conditional = family.conditionals[0]
+    conditional, d2 = family.conditionals[0], truth.sizes[1]
     with torch.no_grad():
         conditional.loc.weight.copy_(truth.top)
         conditional.loc.bias.copy_(truth.shift)
         conditional.raw_scale.weight.zero_()
         conditional.raw_scale.bias.copy_(softplus_inverse(truth.spread - MIN_SCALE))
-        family.decoder[0].weight.copy_(truth.weight)
+        weight = truth.weight
+        if inference == "coupled":  # p(x | z_1, z_2): the closed form ignores z_2
+            weight = torch.cat([truth.weight, weight.new_zeros(truth.data_dim, d2)], -1)
+        family.decoder[0].weight.copy_(weight)
         family.decoder[0].bias.copy_(truth.bias)
         family.likelihood.raw_scale.copy_(
             softplus_inverse(truth.noise_scale.expand(truth.data_dim))
@@ -68,6 +72,31 @@ def _set_diagonal(encoder, gain, offset, sd) -> None:
 def set_exact_bottom_up(family: HierarchicalVAE, truth: LinearHierarchy) -> None:
     """Full-rank q(z_1 | x) = p(z_1 | x) and q(z_2 | z_1) = p(z_2 | z_1): the exact posterior."""
     for encoder, factor in zip(family.encoders, truth.exact_bottom_up()):
+        set_full_rank_encoder(encoder, *factor)
+
+
+def exact_coupled(truth: LinearHierarchy):
+    """The exact coupled factors, affine with constant covariances: q(z_2 | x) = p(z_2 | x) =
+    N(M_2 x + m_2, S_22) and q(z_1 | x, z_2) = p(z_1 | x, z_2) = N(G [x; z_2] + c, S_11 -
+    K S_21) with K = S_12 S_22^-1 and G = [M_1 - K M_2, K], c = m_1 - K m_2 (Gaussian
+    conditioning of the joint posterior); returns ((G, c, V1), (M_2, m_2, S_22))."""
+    d1 = truth.sizes[0]
+    probe = torch.cat([truth.bias.unsqueeze(0), truth.bias + torch.eye(truth.data_dim)])
+    mu, sigma = truth.posterior(probe.to(truth.weight.dtype))
+    gain = (mu[1:] - mu[:1]).T  # (D1 + D2, P)
+    offset = mu[0] - gain @ truth.bias
+    k = torch.linalg.solve(sigma[d1:, d1:], sigma[d1:, :d1]).T  # S_12 S_22^-1
+    g1 = torch.cat([gain[:d1] - k @ gain[d1:], k], -1)
+    v1 = sigma[:d1, :d1] - k @ sigma[d1:, :d1]
+    return (
+        (g1, offset[:d1] - k @ offset[d1:], (v1 + v1.T) / 2),
+        (gain[d1:], offset[d1:], sigma[d1:, d1:]),
+    )
+
+
+def set_exact_coupled(family: HierarchicalVAE, truth: LinearHierarchy) -> None:
+    """Full-rank q(z_2 | x) q(z_1 | x, z_2) = p(z | x): the exact posterior."""
+    for encoder, factor in zip(family.encoders, exact_coupled(truth)):
         set_full_rank_encoder(encoder, *factor)
 
 
@@ -111,6 +140,9 @@ def set_perturbed_guide(
 
     if family.inference == "ladder":
         targets = _ladder_targets(truth)
+    elif family.inference == "coupled":
+        (g1, c1, v1), (g2, c2, v2) = exact_coupled(truth)
+        targets = ((g1, c1, v1.diagonal().sqrt()), (g2, c2, v2.diagonal().sqrt()))
     else:
         (g1, c1, v1), (g2, c2, v2) = truth.exact_bottom_up()
         targets = ((g1, c1, v1.diagonal().sqrt()), (g2, c2, v2.diagonal().sqrt()))
@@ -122,12 +154,28 @@ def guide_joint(
     family: HierarchicalVAE, truth: LinearHierarchy, x: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The diagonal guide's q(z_1, z_2 | x) as a Gaussian over the stacked (z_1, z_2): mean (N,
-    D) and covariance (N, D, D). Bottom-up: the chain of its two factors. Ladder: q(z_2 | x)
+    D) and covariance (N, D, D). Bottom-up: the chain of its two factors. Coupled: q(z_2 | x)
+    then q(z_1 | x, z_2), linear in z_2 with the gain of its input's z_2 columns. Ladder: q(z_2 | x)
     then q(z_1 | z_2, x) with precision l^ + p and mean (mu^ l^ + (A z_2 + a) p) / (l^ + p),
     l^ = s^_1^-2 and p = s^-2 the model's (so linear in z_2 with gain diag(p / (l^ + p)) A).
     """
     with torch.no_grad():
         first, second = family.encoders
+        if family.inference == "coupled":
+            top = second(x).base_dist
+            inputs = torch.cat([x, x.new_zeros(x.shape[0], truth.sizes[1])], -1)
+            q1 = first(inputs).base_dist  # the mean at z_2 = 0; the z_2 gain below
+            gain = first.loc.weight[:, truth.data_dim :]
+            return _reorder(
+                truth,
+                *chain(
+                    top.loc,
+                    torch.diag_embed(top.scale.pow(2)),
+                    gain,
+                    q1.loc,
+                    torch.diag_embed(q1.scale.pow(2)),
+                ),
+            )
         q1 = first(x).base_dist
         if family.inference == "bottom_up":
             lin = second.loc
@@ -152,6 +200,11 @@ def guide_joint(
             offset,
             torch.diag_embed(1 / total),
         )
-        d2 = truth.sizes[1]
-        order = torch.cat([torch.arange(d2, mean.shape[-1]), torch.arange(d2)])
-        return mean[..., order], cov[..., order, :][..., order]
+        return _reorder(truth, mean, cov)
+
+
+def _reorder(truth: LinearHierarchy, mean: torch.Tensor, cov: torch.Tensor):
+    """A Gaussian over (z_2, z_1) as one over (z_1, z_2)."""
+    d2 = truth.sizes[1]
+    order = torch.cat([torch.arange(d2, mean.shape[-1]), torch.arange(d2)])
+    return mean[..., order], cov[..., order, :][..., order]

@@ -25,7 +25,7 @@ SEED_LIMIT = 2**32  # NumPy's seeds lie in [0, 2**32)
 MAX_PARTICLES = 100_000  # more samples per data point than any bound needs
 NO_INVERSE_GUIDES = ("planar",)  # flows whose density cannot be evaluated at any z
 KL_SCHEDULES = ("linear", "cyclical")  # see infer/schedules.py
-INFERENCE = ("bottom_up", "ladder")  # [model] inference of the hierarchical family
+INFERENCE = ("bottom_up", "ladder", "coupled")  # [model] inference, hierarchical family
 # free bits need a KL term that splits over latent dimensions (infer/schedules.py)
 FREE_BITS_OBJECTIVES = ("trace", "meanfield")
 FREE_BITS_GUIDES = ("diagonal",)

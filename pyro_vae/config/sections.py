@@ -40,7 +40,7 @@ class ModelConfig:
     hidden: Tuple[int, ...] = (200, 200)
     activation: str = "tanh"
     # the hierarchical family (models/hierarchical.py): sizes of z_1 .. z_L (empty: two layers
-    # of latent_dim) and the inference scheme, "bottom_up" or "ladder"
+    # of latent_dim) and the inference scheme, "bottom_up", "ladder" or "coupled"
     latent_layers: Tuple[int, ...] = ()
     inference: str = "bottom_up"
     classes: int = 10  # semi_supervised: the number of classes y

@@ -19,12 +19,17 @@ Inference, ``[model] inference``:
       q(z_l | z_{l+1}, x) = N((mu^_l s^_l^-2 + mu_l s_l^-2) / (s^_l^-2 + s_l^-2), 1 / (s^_l^-2 + s_l^-2))
 
   so the guide shares the model's top-down networks (it registers them too).
+* ``coupled`` (Tomczak & Welling 2018, their two-layer HVAE): q(z_L | x), then top-down
+  q(z_l | x, z_{l+1}) for l < L, each the configured guide part on (x, z_{l+1}) concatenated;
+  the model's likelihood then reads both lower layers, p(x | z_1, z_2).
 
 Every site is scaled by ``kl_weight`` (warm-up, beta) in model and guide alike, as in
 ``vae.py``. A VampPrior on z_L (Tomczak & Welling 2018) mixes the Gaussians that the top path
 gives its pseudo-inputs (``top_gaussian``). Pyro's TraceMeanField_ELBO is correct only when no
 latent's model parents descend from it in the guide; bottom-up inference breaks that (z_2 is
-drawn from z_1 in the guide but is z_1's parent in the model), so ``meanfield`` is refused there.
+drawn from z_1 in the guide but is z_1's parent in the model), so ``meanfield`` is refused there;
+the ladder and the coupled guide draw z_L first, as the model does. The networks are built in
+``hierarchy_nets.py``.
 """
 
 import itertools
@@ -38,13 +43,13 @@ from pyro import poutine
 from torch import nn
 
 from pyro_vae.config import Config
-from pyro_vae.errors import ConfigError
 from pyro_vae.models.family import DATA_PLATE, OBSERVED, Family, LatentSite
+from pyro_vae.models.hierarchy_nets import build_networks, check_pairing, layer_sizes
 from pyro_vae.parts.distributions import ReparameterizedNormal
 from pyro_vae.parts.guides import MIN_SCALE
 from pyro_vae.parts.networks import Architecture
 from pyro_vae.parts.priors import PriorContext
-from pyro_vae.registry import FAMILIES, GUIDES, LIKELIHOODS, PRIORS
+from pyro_vae.registry import FAMILIES, PRIORS
 
 _instances = itertools.count()
 Weight = Union[float, torch.Tensor]
@@ -103,11 +108,19 @@ class HierarchicalVAE(Family):
         )
         with pyro.plate(DATA_PLATE, x.shape[0]):
             with poutine.scale(scale=kl_weight):
-                z = pyro.sample(site(len(self.sizes)), self.prior())
+                zs = [pyro.sample(site(len(self.sizes)), self.prior())]
                 for layer in reversed(range(len(self.sizes) - 1)):
-                    z = pyro.sample(site(layer + 1), self.conditionals[layer](z))
+                    z = pyro.sample(site(layer + 1), self.conditionals[layer](zs[0]))
+                    zs.insert(0, z)
             with poutine.scale(scale=reconstruction_weight):
-                return pyro.sample(OBSERVED, self.likelihood(self.decoder(z)), obs=x)
+                decoded = self.decoder(self.decoder_input(zs))
+                return pyro.sample(OBSERVED, self.likelihood(decoded), obs=x)
+
+    def decoder_input(self, zs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """What the decoder reads from the layers (z_1, .., z_L): z_1, or (z_1, z_2) coupled."""
+        if self.inference == "coupled":
+            return torch.cat([zs[0], zs[1]], -1)
+        return zs[0]
 
     def guide(
         self,
@@ -118,9 +131,10 @@ class HierarchicalVAE(Family):
         """q(z_1..z_L | x), bottom-up or ladder (see the module docstring); the z's drawn."""
         ladder = self.inference == "ladder"
         self.register_parts("encoders", *["conditionals"] * ladder)
+        scheme = {"ladder": self._ladder, "coupled": self._coupled}
         with pyro.plate(DATA_PLATE, x.shape[0]):
             with poutine.scale(scale=kl_weight):
-                return self._ladder(x) if ladder else self._bottom_up(x)
+                return scheme.get(self.inference, self._bottom_up)(x)
 
     def _bottom_up(self, x: torch.Tensor) -> List[torch.Tensor]:
         zs, h = [], x
@@ -152,10 +166,20 @@ class HierarchicalVAE(Family):
             zs.insert(0, z)
         return zs
 
+    def _coupled(self, x: torch.Tensor) -> List[torch.Tensor]:
+        flat = x.reshape(x.shape[0], -1)
+        zs = [pyro.sample(site(len(self.sizes)), self.encoders[-1](x))]
+        for layer in reversed(range(len(self.sizes) - 1)):
+            above = zs[0]
+            inputs = torch.cat([flat.expand(*above.shape[:-1], -1), above], -1)
+            zs.insert(0, pyro.sample(site(layer + 1), self.encoders[layer](inputs)))
+        return zs
+
     # -- the top path: q's Gaussian for z_L from x alone (the VampPrior evaluates it) --------
     def top_gaussian(self, x: torch.Tensor) -> dist.Distribution:
         """A Gaussian over z_L given x alone: the ladder's N(mu^_L, s^_L^2); bottom-up, the
-        top guide's Gaussian at the lower layers' means."""
+        top guide's Gaussian at the lower layers' means; coupled, the top guide's on x.
+        """
         if self.inference == "ladder":
             return ReparameterizedNormal(*self.bottom_up_statistics(x)[-1]).to_event(1)
         return self.encoders[-1].gaussian(self._below_top(x))
@@ -168,6 +192,8 @@ class HierarchicalVAE(Family):
 
     def _below_top(self, x: torch.Tensor) -> torch.Tensor:
         h = x
+        if self.inference == "coupled":
+            return h
         for encoder in self.encoders[:-1]:
             h = encoder.gaussian(h).mean
         return h
@@ -178,113 +204,67 @@ class HierarchicalVAE(Family):
 
     def kl_is_analytic(self, x: torch.Tensor) -> bool:
         """Gaussian conditionals always have a closed-form KL; the top layer's depends on the
-        prior (``TraceMeanField_ELBO`` is built only for ``ladder``: see the docstring).
+        prior (``TraceMeanField_ELBO`` is built only for ``ladder`` and ``coupled``: see the
+        docstring).
         """
         q = self.top_gaussian(x[:1])
         try:
             torch.distributions.kl_divergence(q, self.prior().expand(q.batch_shape))
         except NotImplementedError:
             return False
-        return self.inference == "ladder"
+        return self.inference in ("ladder", "coupled")
 
     @torch.no_grad()
     def decode(self, z_top: torch.Tensor) -> torch.Tensor:
-        """E[x | z_1] with z_l the mean of p(z_l | z_{l+1}) from ``z_top`` = z_L down."""
-        z = z_top
+        """E[x | z_1 (, z_2)] with z_l the mean of p(z_l | z_{l+1}) from ``z_top`` = z_L down."""
+        zs = [z_top]
         for layer in reversed(range(len(self.sizes) - 1)):
-            z = self.conditionals[layer](z).mean
-        return self.likelihood.mean(self.decoder(z))
+            zs.insert(0, self.conditionals[layer](zs[0]).mean)
+        return self.likelihood.mean(self.decoder(self.decoder_input(zs)))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """E[x | z_1] for one draw of the guide per row of ``x``."""
-        z1 = poutine.trace(self.guide).get_trace(x).nodes[site(1)]["value"]
-        return self.likelihood.mean(self.decoder(z1))
+        """E[x | z_1 (, z_2)] for one draw of the guide per row of ``x``."""
+        trace = poutine.trace(self.guide).get_trace(x)
+        zs = [trace.nodes[site(layer + 1)]["value"] for layer in range(len(self.sizes))]
+        return self.likelihood.mean(self.decoder(self.decoder_input(zs)))
 
     @torch.no_grad()
     def sample(self, num: int) -> torch.Tensor:
-        """E[x | z_1] for ``num`` ancestral draws z_L ~ p(z_L), z_l ~ p(z_l | z_{l+1})."""
-        z = self.prior().sample((num,))
+        """E[x | z_1 (, z_2)] for ``num`` ancestral draws z_L ~ p(z_L), z_l ~ p(z_l | z_{l+1})."""
+        zs = [self.prior().sample((num,))]
         for layer in reversed(range(len(self.sizes) - 1)):
-            z = self.conditionals[layer](z).sample()
-        return self.likelihood.mean(self.decoder(z))
-
-
-def layer_sizes(config: Config) -> Tuple[int, ...]:
-    """``[model] latent_layers``, or two layers of ``latent_dim`` when it is empty; refuses
-    fewer than two layers."""
-    m = config.model
-    sizes = tuple(m.latent_layers) or (m.latent_dim, m.latent_dim)
-    if len(sizes) < 2:
-        raise ConfigError(
-            f"the hierarchical family needs at least 2 stochastic layers, got "
-            f"[model] latent_layers = {list(sizes)}; use e.g. [40, 40], or family 'vae'"
-        )
-    return sizes
-
-
-def _check_pairing(config: Config) -> None:
-    inference = config.model.inference
-    if inference == "ladder" and config.guide.name != "diagonal":
-        raise ConfigError(
-            f"[model] inference = 'ladder' merges diagonal Gaussians by precision; it needs "
-            f"guide 'diagonal', not '{config.guide.name}' (or use inference 'bottom_up')"
-        )
-    if inference == "bottom_up" and config.objective.name == "meanfield":
-        raise ConfigError(
-            "objective 'meanfield' (TraceMeanField_ELBO) is biased with bottom-up inference "
-            "(z_2 is drawn from z_1 in the guide but is z_1's parent in the model); use "
-            "objective 'trace' or 'iwae', or [model] inference = 'ladder'"
-        )
+            zs.insert(0, self.conditionals[layer](zs[0]).sample())
+        return self.likelihood.mean(self.decoder(self.decoder_input(zs)))
 
 
 @FAMILIES.register("hierarchical")
 def build(config: Config, data_shape: Union[int, Sequence[int]]) -> HierarchicalVAE:
-    """L >= 2 stochastic layers (Burda et al. 2016; Sønderby et al. 2016): sizes from
-    ``[model] latent_layers``, ``inference`` bottom_up or ladder, p(z_L) the prior part.
+    """L >= 2 stochastic layers (Burda et al. 2016; Sønderby et al. 2016; Tomczak & Welling
+    2018): sizes from ``[model] latent_layers``, ``inference`` bottom_up, ladder or coupled,
+    p(z_L) the prior part.
     """
-    m, sizes = config.model, layer_sizes(config)
-    _check_pairing(config)
-    common = dict(hidden=tuple(m.hidden), activation=m.activation)
-
-    def latent_arch(inputs: int, outputs: int) -> Architecture:
-        return Architecture.for_data(inputs, outputs, **common)
-
-    def data_arch(outputs: int) -> Architecture:
-        return Architecture.for_data(
-            data_shape,
-            outputs,
-            network=config.network.name,
-            network_options=dict(config.network.options),
-            **common,
-        )
-
-    guide, options = config.guide.name, config.guide.options
+    sizes = layer_sizes(config)
+    check_pairing(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
-        encoders = [GUIDES.build(guide, data_arch(sizes[0]), options)]
-        for below, size in zip(sizes, sizes[1:]):
-            # ladder: layer l reads d_{l-1}, the trunk features below it; bottom-up: z_{l-1}
-            ladder = m.inference == "ladder"
-            inputs = encoders[-1].loc.in_features if ladder else below
-            encoders.append(GUIDES.build(guide, latent_arch(inputs, size), options))
-        conditionals = [
-            GUIDES.build("diagonal", latent_arch(above, below), {})
-            for below, above in zip(sizes, sizes[1:])
-        ]
-        arch = data_arch(sizes[0])
-        likelihood = LIKELIHOODS.build(
-            config.likelihood.name, arch, config.likelihood.options
+        encoders, conditionals, decoder, likelihood = build_networks(
+            config, data_shape, sizes
         )
-        decoder = arch.decoder(getattr(likelihood, "params_per_dim", 1))
         family = HierarchicalVAE(
-            sizes, m.inference, encoders, conditionals, decoder, likelihood
+            sizes, config.model.inference, encoders, conditionals, decoder, likelihood
+        )
+        arch = Architecture.for_data(
+            data_shape,
+            sizes[-1],
+            network=config.network.name,
+            network_options=dict(config.network.options),
+            hidden=tuple(config.model.hidden),
+            activation=config.model.activation,
         )
         family.prior = PRIORS.build(
             config.prior.name,
-            PriorContext(
-                data_arch(sizes[-1]), family.top_posterior, family.top_gaussian
-            ),
+            PriorContext(arch, family.top_posterior, family.top_gaussian),
             config.prior.options,
         )
     return family

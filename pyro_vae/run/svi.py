@@ -35,7 +35,10 @@ class ModuleOptimizer(pyro.optim.PyroOptim):
     ``SVI`` calls it with the parameters its trace saw, which must be the module's (every VAE
     parameter is registered by ``pyro.module``). After each step the gradients are set to
     ``None`` (as ``zero_grad`` does), so the next backward pass writes them instead of adding to
-    zero tensors that SVI allocated.
+    zero tensors that SVI allocated. torch's fused CPU Adam writes the parameters without
+    bumping their version counters (torch 2.13), so each step bumps them itself: whatever is
+    keyed on ``Tensor._version`` (the VampPrior's mixture kept for evaluation) must see the
+    step, or ``fit``'s per-epoch scores read a stale prior.
     """
 
     def __init__(self, module: torch.nn.Module, lr: float):
@@ -56,6 +59,7 @@ class ModuleOptimizer(pyro.optim.PyroOptim):
                 f"register every network with pyro.module"
             )
         self.optimizer.step()
+        torch.autograd.graph.increment_version(self.params)
         self.optimizer.zero_grad(set_to_none=True)
 
     def set_lr(self, lr: float) -> None:

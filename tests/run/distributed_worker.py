@@ -8,6 +8,10 @@ one-process reference). Not a test module itself.
 * ``onestep``: one SVI step of the default digits VAE on one global batch for each objective
   (trace, meanfield, iwae), with "the same noise" as one process (see ``FixedNoise``), plus two
   deliberately broken variants; rank r saves its parameters and gradients to OUT.
+* ``onestep_hierarchical``: ``onestep`` for the hierarchical family (two layers, bottom-up
+  with the trace ELBO, ladder with the mean-field one; the noise fixed at every layer), plus
+  the wrong-rows bug, into OUT/onestep_hier_rank<r>.pt; ``train_hierarchical``: 2 epochs of
+  it (bottom-up) into OUT/hier (rank 0 writes).
 * ``resume``: a 3-epoch run, and a 2-epoch run resumed to 3 epochs (under torchrun).
 * ``train5``: 5 epochs of the default digits config into OUT/run5 (rank 0 writes).
 * ``resume_single``: resume OUT/single (a one-process run) to 3 epochs under torchrun.
@@ -31,6 +35,7 @@ from pyro.poutine.messenger import Messenger
 from pyro_vae import config as cfg
 from pyro_vae import data
 from pyro_vae.cli import app as cli
+from pyro_vae.models import build as build_family
 from pyro_vae.models.vae import LATENT, build
 from pyro_vae.run import distributed, strategy
 from pyro_vae.run import train as training
@@ -44,6 +49,15 @@ OBJECTIVES = {
     "iwae": {"objective.name": "iwae"},
 }
 COMPILED = {"trace_jit": {"objective.name": "trace", "objective.jit": True}}
+HIERARCHY = {"model.family": "hierarchical", "model.latent_layers": [4, 3]}
+HIERARCHICAL = {
+    "hier_bottom_up": {**HIERARCHY, "objective.name": "trace"},
+    "hier_ladder": {
+        **HIERARCHY,
+        "model.inference": "ladder",
+        "objective.name": "meanfield",
+    },
+}
 NAN_CALL = 7  # 5 steps per epoch at FAST's global batch: epoch 2, step 2
 FAST = {
     "model.hidden": [64],
@@ -59,19 +73,30 @@ class FixedNoise(Messenger):
     tensor and takes its own rows, so N processes together use exactly the noise one process
     uses on the whole batch. (The diagonal Gaussian guide only; the value stays a
     reparameterized function of the guide's outputs, so gradients flow as with rsample.)
+    ``sizes`` (site name -> size) fixes several sites so, each its own tensor.
     """
 
-    def __init__(self, rows: slice, batch: int, latent: int, particles: int = 5):
+    def __init__(
+        self, rows: slice, batch: int, latent: int, particles: int = 5, sizes=None
+    ):
         super().__init__()
         g = torch.Generator().manual_seed(1234)
-        self.eps = torch.randn((particles, batch, latent), generator=g)[:, rows]
+        self.eps = {
+            name: torch.randn((particles, batch, size), generator=g)[:, rows]
+            for name, size in (sizes or {LATENT: latent}).items()
+        }
 
     def _pyro_sample(self, msg):
-        if msg["name"] != LATENT or msg["is_observed"] or msg["value"] is not None:
+        if (
+            msg["name"] not in self.eps
+            or msg["is_observed"]
+            or msg["value"] is not None
+        ):
             return
         base = msg["fn"].base_dist
         shape = msg["fn"].shape()
-        eps = self.eps[: shape[0]] if len(shape) == 3 else self.eps[0]
+        noise = self.eps[msg["name"]]
+        eps = noise[: shape[0]] if len(shape) == 3 else noise[0]
         msg["value"] = base.loc + base.scale * eps
 
 
@@ -88,17 +113,18 @@ def first_rows_only(self, batch):  # the injected bug: every rank takes the firs
 
 def one_step(objective: str, rows: slice, bug: str = ""):
     """Parameters, gradients and train objective after one step on the first BATCH rows."""
-    options = {**OBJECTIVES, **COMPILED}[objective]
+    options = {**OBJECTIVES, **COMPILED, **HIERARCHICAL}[objective]
     config = cfg.load(None, {**options, "train.epochs": 1})
     full = data.load(config.data)
     ds = dataclasses.replace(full, train=full.train[:BATCH])
-    vae = build(config, ds.data_dim)
+    vae = build_family(config, ds.data_dim)
+    sizes = {site.name: site.size for site in vae.latent_sites}
     grads = {}
     real_step, real_call = training.train_step, ModuleOptimizer.__call__
     real_scale, real_shard = distributed.ELBOLoss.__init__, Torchrun.shard
 
     def step(svi, x, *weights):
-        with FixedNoise(rows, BATCH, config.model.latent_dim):
+        with FixedNoise(rows, BATCH, config.model.latent_dim, sizes=sizes):
             return real_step(svi, x, *weights)
 
     def record(self, params, *args, **kwargs):
@@ -148,6 +174,15 @@ def main(out: Path, modes):
             {"trace_jit": one_step("trace_jit", rows_of_rank())},
             out / f"onestep_jit_rank{rank}.pt",
         )
+    if "onestep_hierarchical" in modes:
+        results = {name: one_step(name, rows_of_rank()) for name in HIERARCHICAL}
+        results["bug_rows"] = one_step("hier_bottom_up", rows_of_rank(), bug="rows")
+        torch.save(results, out / f"onestep_hier_rank{rank}.pt")
+    if "train_hierarchical" in modes:
+        config = cfg.load(None, {**FAST, **HIERARCHY, "train.epochs": 2})
+        ds = data.load(config.data)
+        pyro.clear_param_store()
+        training.fit(build_family(config, ds.data_dim), ds, config, out / "hier")
     if "resume" in modes:
         run(out / "straight", 3)
         run(out / "resumed", 2)

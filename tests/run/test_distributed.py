@@ -485,3 +485,56 @@ def test_restore_rng_gives_each_rank_its_recorded_stream_or_a_derived_one():
     # a one-process checkpoint (no rng_ranks) resumes rank 0 from its "rng"
     SingleProcess(cpu).restore_rng({"epoch": 3, "rng": states[1]}, 0)
     assert torch.equal(torch.rand(4), expected[1])
+
+
+@pytest.fixture(scope="module")
+def hierarchical_processes(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("hierarchical")
+    launch(out, "onestep_hierarchical", "train_hierarchical")
+    return out
+
+
+def assert_same_adam_step(ref: dict, got: dict, eps: float = 1e-8) -> None:
+    """``assert_same_step`` with the parameters compared to what the gradients' tolerance
+    allows after Adam's first step, p - lr g / (|g| + eps): an entry g of 1e-7, summed in
+    another order, moves by up to lr eps |dg| / (|g| + eps)^2 (the hierarchy has such).
+    """
+    scale = max(g.abs().max().item() for g in ref["grads"].values())
+    assert max_difference(ref["grads"], got["grads"]) < 1e-6 * scale
+    lr = ref["row"]["lr"]
+    for name, g in ref["grads"].items():
+        h = got["grads"][name]
+        small = torch.minimum(g.abs(), h.abs())
+        allowed = 1e-6 + 1.01 * lr * eps * (g - h).abs() / (small + eps) ** 2
+        assert ((ref["params"][name] - got["params"][name]).abs() <= allowed).all()
+    assert got["row"]["train_objective"] == pytest.approx(
+        ref["row"]["train_objective"], rel=1e-6
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", sorted(worker.HIERARCHICAL))
+def test_hierarchical_step_on_two_processes_equals_one_step_on_one(
+    hierarchical_processes, objective
+):
+    """Issue #28: the two-layer family (bottom-up, ladder) under torchrun takes the step one
+    process takes on the whole batch, with the same noise at both layers."""
+    ranks = [
+        torch.load(hierarchical_processes / f"onestep_hier_rank{r}.pt") for r in (0, 1)
+    ]
+    assert_same_adam_step(reference(objective), ranks[0][objective])
+    got = ranks[0][objective]["params"], ranks[1][objective]["params"]
+    assert max_difference(*got) == 0
+    with pytest.raises(AssertionError):  # the check sees a rank on the wrong rows
+        assert_same_adam_step(reference("hier_bottom_up"), ranks[0]["bug_rows"])
+
+
+@pytest.mark.slow
+def test_hierarchical_family_trains_under_torchrun(hierarchical_processes):
+    run = hierarchical_processes / "hier"
+    rows = metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {r["world_size"] for r in rows} == {2}
+    assert all(torch.isfinite(torch.tensor(r["test_elbo"])) for r in rows)
+    state = torch.load(run / CHECKPOINT_FILE, weights_only=True)
+    assert state["config"]["model"]["family"] == "hierarchical"
