@@ -48,7 +48,7 @@ QUANTITIES = [
     "SVI-trained linear VAE: mean log p(x)",
 ]
 NUM_ROWS = (
-    139  # 77 + 11 AIS + 21 hierarchical + 7 enum and M2 + 5 diagnostics + 1 distributed
+    150  # 77 + 11 AIS + 32 hierarchical + 7 enum and M2 + 5 diagnostics + 1 distributed
 )
 # + 5 enum_meanfield (its exact-guide row and checks/enum_meanfield.py's 4) + 12 CVAE
 
