@@ -20,6 +20,9 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.parts.networks import Architecture
 from pyro_vae.registry import GUIDES, LIKELIHOODS
 
+# the objectives that take KL(q || p) in closed form at each latent site
+CLOSED_FORM_KL = ("meanfield", "enum_meanfield")
+
 
 def layer_sizes(config: Config) -> Tuple[int, ...]:
     """``[model] latent_layers``, or two layers of ``latent_dim`` when it is empty; refuses
@@ -42,10 +45,10 @@ def check_pairing(config: Config) -> None:
             f"[model] inference = 'ladder' merges diagonal Gaussians by precision; it needs "
             f"guide 'diagonal', not '{config.guide.name}' (or use inference 'bottom_up')"
         )
-    if inference == "bottom_up" and config.objective.name == "meanfield":
+    if inference == "bottom_up" and config.objective.name in CLOSED_FORM_KL:
         raise ConfigError(
-            "objective 'meanfield' (TraceMeanField_ELBO) is biased with bottom-up inference "
-            "(z_2 is drawn from z_1 in the guide but is z_1's parent in the model); use "
+            f"objective '{config.objective.name}' (closed-form KL) is biased with bottom-up "
+            "inference (z_2 is drawn from z_1 in the guide but is z_1's parent in the model); use "
             "objective 'trace' or 'iwae', or [model] inference = 'ladder' or 'coupled'"
         )
     if inference == "coupled" and config.network.name != "mlp":

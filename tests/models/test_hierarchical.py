@@ -67,6 +67,10 @@ def test_every_prior_on_top_builds_with_sites_in_the_data_plate(inference, prior
         ({"model.inference": "sideways"}, "unknown \\[model\\] inference 'sideways'"),
         ({"model.inference": "ladder", "guide.name": "iaf"}, "needs guide 'diagonal'"),
         ({"objective.name": "meanfield"}, "biased with bottom-up inference"),
+        (  # refused when the model is built, before a run directory exists
+            {"objective.name": "enum_meanfield"},
+            "'enum_meanfield' \\(closed-form KL\\) is biased with bottom-up inference",
+        ),
         (
             {"model.inference": "coupled", "network.name": "conv"},
             "needs network 'mlp', not 'conv'",
