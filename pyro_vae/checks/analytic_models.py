@@ -34,6 +34,12 @@ def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
+def fixed_gaussian(noise_scale: Union[float, torch.Tensor]) -> dict:
+    """The ``[likelihood]`` section of a model that is exactly a linear-Gaussian truth: the
+    Gaussian likelihood at the truth's noise scale sigma, not learned."""
+    return {"name": "gaussian", "scale": float(noise_scale), "learn_scale": False}
+
+
 def linear_vae(truth: LinearGaussian, guide: str = "full_rank") -> VAE:
     """A float64 VAE on ``truth``'s device whose model is exactly ``truth``: linear decoder holding W
     and b, the Gaussian likelihood at sigma, the standard normal prior; a linear ``guide``
@@ -47,11 +53,7 @@ def linear_vae(truth: LinearGaussian, guide: str = "full_rank") -> VAE:
             "model": {"latent_dim": truth.latent_dim, "hidden": []},
             "prior": {"name": "standard_normal"},
             "guide": {"name": guide},
-            "likelihood": {
-                "name": "gaussian",
-                "scale": truth.noise_scale.item(),
-                "learn_scale": False,
-            },
+            "likelihood": fixed_gaussian(truth.noise_scale),
         }
     )
     vae = build(config, truth.data_dim).double().to(truth.weight.device)

@@ -30,7 +30,7 @@ from pyro_vae.checks.analytic_conditional import (
     LinearGaussianConditional,
     random_conditional,
 )
-from pyro_vae.checks.analytic_models import softplus_inverse
+from pyro_vae.checks.analytic_models import fixed_gaussian, softplus_inverse
 from pyro_vae.checks.stats import CheckRow, repeat, within_se, within_tol
 from pyro_vae.config import from_dict
 from pyro_vae.estimate.ais import mean_stderr
@@ -60,11 +60,7 @@ def linear_cvae(truth: LinearGaussianConditional, condition: str, guide: str, sh
                 "hidden": [],
             },
             "guide": {"name": guide},
-            "likelihood": {
-                "name": "gaussian",
-                "scale": truth.noise_scale.item(),
-                "learn_scale": False,
-            },
+            "likelihood": fixed_gaussian(truth.noise_scale),
         }
     )
     cvae = build(config, shape).double()

@@ -14,7 +14,11 @@ from typing import Tuple
 import torch
 
 from pyro_vae.checks.analytic_hierarchy import LinearHierarchy, chain
-from pyro_vae.checks.analytic_models import set_full_rank_encoder, softplus_inverse
+from pyro_vae.checks.analytic_models import (
+    fixed_gaussian,
+    set_full_rank_encoder,
+    softplus_inverse,
+)
 from pyro_vae.config import from_dict
 from pyro_vae.models.hierarchical import HierarchicalVAE, build
 from pyro_vae.parts.guides import MIN_SCALE
@@ -35,11 +39,7 @@ def linear_hierarchy(
             },
             "prior": {"name": "standard_normal"},
             "guide": {"name": guide},
-            "likelihood": {
-                "name": "gaussian",
-                "scale": truth.noise_scale.item(),
-                "learn_scale": False,
-            },
+            "likelihood": fixed_gaussian(truth.noise_scale),
         }
     )
     family = build(config, truth.data_dim).double()

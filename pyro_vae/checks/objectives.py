@@ -27,6 +27,7 @@ import torch
 from pyro_vae.checks.analytic import LinearGaussian
 from pyro_vae.checks.analytic_models import (
     diagonal_guide_params,
+    fixed_gaussian,
     linear_vae,
     set_perturbed_diagonal_guide,
 )
@@ -111,11 +112,7 @@ def case_config(truth: LinearGaussian, case: Case, train: Dict) -> Config:
         {
             "model": {"latent_dim": truth.latent_dim, "hidden": []},
             "guide": {"name": "diagonal"},
-            "likelihood": {
-                "name": "gaussian",
-                "scale": truth.noise_scale.item(),
-                "learn_scale": False,
-            },
+            "likelihood": fixed_gaussian(truth.noise_scale),
             "objective": {"name": case.objective, **options},
             "train": {"device": str(truth.weight.device), **train},
         }

@@ -24,7 +24,7 @@ import torch
 
 from pyro_vae.checks.analytic import LinearGaussian
 from pyro_vae.checks.analytic_mixture import LinearGaussianMixture, random_mixture
-from pyro_vae.checks.analytic_models import softplus_inverse
+from pyro_vae.checks.analytic_models import fixed_gaussian, softplus_inverse
 from pyro_vae.checks.stats import CheckRow, repeat, within_se, within_tol
 from pyro_vae.config import from_dict
 from pyro_vae.estimate.ais import mean_stderr
@@ -50,11 +50,7 @@ def linear_m2(truth: LinearGaussianMixture, guide: str = "full_rank"):
             },
             "prior": {"name": "standard_normal"},
             "guide": {"name": guide},
-            "likelihood": {
-                "name": "gaussian",
-                "scale": truth.noise_scale.item(),
-                "learn_scale": False,
-            },
+            "likelihood": fixed_gaussian(truth.noise_scale),
             "objective": {"name": "enum"},
         }
     )

@@ -23,6 +23,7 @@ from pyro_vae.checks.analytic import (
 )
 from pyro_vae.checks.analytic_models import (
     diagonal_guide_params,
+    fixed_gaussian,
     linear_vae,
     set_exact_posterior_guide,
     set_perturbed_diagonal_guide,
@@ -189,11 +190,7 @@ def fit_linear_vae(
         {
             "model": {"latent_dim": latent_dim, "hidden": []},
             "guide": {"name": "full_rank"},
-            "likelihood": {
-                "name": "gaussian",
-                "scale": float(noise_scale),
-                "learn_scale": False,
-            },
+            "likelihood": fixed_gaussian(noise_scale),
             "objective": {"name": "trace"},
             "train": {
                 "epochs": epochs,
