@@ -36,6 +36,7 @@ from pyro_vae.config import Config
 from pyro_vae.errors import ConfigError
 from pyro_vae.models.conditioned_parts import build_parts, join
 from pyro_vae.models.family import DATA_PLATE, OBSERVED, Family, LatentSite
+from pyro_vae.models.labels import check_classes, split_labels, with_labels
 from pyro_vae.parts.networks import Architecture
 from pyro_vae.registry import FAMILIES, GUIDES
 
@@ -114,16 +115,11 @@ class Conditional(Family):
                 f"the label ({self.row_dim} columns), got {x.shape[-1]}; pass rows from "
                 f"Conditional.rows(data, split)"
             )
-        label = x[..., self.data_dim].round().long()
-        return self.onehot(label, x), x[..., : self.data_dim]
+        image, label = split_labels(x, self.data_dim)
+        return self.onehot(label, x), image
 
     def onehot(self, label: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        if label.numel() and (label.min() < 0 or label.max() >= self.classes):
-            raise ConfigError(
-                f"labels must lie in 0..{self.classes - 1} ([model] classes = "
-                f"{self.classes}), got {int(label.min())}..{int(label.max())}: set "
-                f"--set model.classes=N"
-            )
+        check_classes(label, self.classes)
         return F.one_hot(label, self.classes).to(like.dtype)
 
     def guide_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +143,7 @@ class Conditional(Family):
                 f"(digits, mnist, an .npz with labels, an image folder per class) or "
                 f"--set model.condition=quadrants"
             )
-        return torch.cat([x, labels.to(x)[:, None]], -1)
+        return with_labels(x, labels)
 
     def training_rows(self, data) -> torch.Tensor:
         return self.rows(data, "train")

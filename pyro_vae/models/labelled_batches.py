@@ -20,8 +20,7 @@ epoch, and the order is a function of (seed, epoch) only.
 import torch
 
 from pyro_vae.errors import ConfigError
-
-HIDDEN = -1
+from pyro_vae.models.labels import HIDDEN
 
 
 def check_every(every: int) -> None:

@@ -36,16 +36,32 @@ def label_count(keep: float, rows: int) -> int:
     return count
 
 
-def keep_labels(
-    labels: torch.Tensor, classes: int, keep: float, seed: int
-) -> Tuple[torch.Tensor, Dict]:
-    """The label column (int64, ``HIDDEN`` where dropped) and its record (see the module)."""
-    labels = labels.long().cpu()
+def check_classes(labels: torch.Tensor, classes: int) -> None:
+    """Refuse class labels outside 0..classes - 1, naming the setting that fixes it."""
     if labels.numel() and (labels.min() < 0 or labels.max() >= classes):
         raise ConfigError(
             f"labels must lie in 0..{classes - 1} ([model] classes = {classes}); the data "
             f"holds {int(labels.min())}..{int(labels.max())}: set --set model.classes=N"
         )
+
+
+def with_labels(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` with the label appended as one more column: how the label-reading
+    families get their labels through ``fit`` and ``evaluate``."""
+    return torch.cat([x, labels.to(x)[:, None]], -1)
+
+
+def split_labels(x: torch.Tensor, data_dim: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(images, int64 labels) of rows made by ``with_labels`` from ``data_dim`` pixels."""
+    return x[..., :data_dim], x[..., data_dim].round().long()
+
+
+def keep_labels(
+    labels: torch.Tensor, classes: int, keep: float, seed: int
+) -> Tuple[torch.Tensor, Dict]:
+    """The label column (int64, ``HIDDEN`` where dropped) and its record (see the module)."""
+    labels = labels.long().cpu()
+    check_classes(labels, classes)
     count = label_count(keep, len(labels))
     if count == len(labels):
         kept = torch.arange(len(labels))

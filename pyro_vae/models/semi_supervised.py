@@ -55,14 +55,13 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.models.conditioned_parts import build_parts, join
 from pyro_vae.models.family import DATA_PLATE, OBSERVED, Family, LatentSite
 from pyro_vae.models.labelled_batches import check_every, labelled_batches
-from pyro_vae.models.labels import keep_labels
+from pyro_vae.models.labels import HIDDEN, keep_labels, split_labels, with_labels
 from pyro_vae.registry import FAMILIES
 
 CLASS = "y"
 LATENT = "z"
 AUXILIARY = "y_aux"
 LABELLED_PLATE = "labelled"
-HIDDEN = -1  # the label column's value for a row whose label is hidden
 
 _instances = itertools.count()
 Weight = Union[float, torch.Tensor]
@@ -127,7 +126,7 @@ class SemiSupervised(Family):
         n_labelled = int((column != HIDDEN).sum())
         self.aux_scale = self.alpha * len(column) / max(n_labelled, 1)
         self.column = column
-        return torch.cat([data.train, column.to(data.train)[:, None]], -1)
+        return with_labels(data.train, column)
 
     def epoch_order(self, seed: int, epoch: int, n: int, batch: int) -> torch.Tensor:
         """A shuffle of all rows, or with ``labelled_every = k`` every k-th batch labelled
@@ -150,7 +149,7 @@ class SemiSupervised(Family):
     # -- the Pyro programs ------------------------------------------------------------
     def _split(self, x: torch.Tensor):
         if x.shape[-1] == self.data_dim + 1:
-            return x[..., : self.data_dim], x[..., self.data_dim].round().long()
+            return split_labels(x, self.data_dim)
         return x, None
 
     def _onehot(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
