@@ -5,7 +5,6 @@ ignores c, a likelihood that drops c's own term."""
 import inspect
 import textwrap
 
-import pyro
 import pytest
 import torch
 
@@ -21,15 +20,6 @@ def _gen():
 
 def rows(condition: str):
     return {r.quantity: r for r in checks.condition_rows(condition, _gen())}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.set_rng_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _mutate(monkeypatch, name: str, old: str, new: str) -> None:

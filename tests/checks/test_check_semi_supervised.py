@@ -1,8 +1,6 @@
 """The semi-supervised VAE's check rows pass, and each injected bug fails its rows: sampling y
 while the enumerated estimator is claimed, and dropping the auxiliary term's scale."""
 
-import pyro
-import pytest
 import torch
 
 from pyro_vae.checks import semi_supervised as checks
@@ -16,15 +14,6 @@ def rows():
 
 def _gen():
     return torch.Generator().manual_seed(0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.set_rng_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_every_row_passes():
