@@ -49,10 +49,11 @@ from torch import nn
 
 from pyro_vae import config as config_module
 from pyro_vae.infer import jit_elbo
+from pyro_vae.models.family import shuffled
 from pyro_vae.models.vae import VAE, build
 from pyro_vae.parts import guides, priors
 from pyro_vae.run.svi import adam_implementation, make_svi
-from pyro_vae.run.train import epoch_order, kl_weight, train_step
+from pyro_vae.run.train import kl_weight, train_step
 
 DATA_DIM, LATENT, HIDDEN = 784, 50, (200, 200)
 LOG_2PI = math.log(2 * math.pi)
@@ -178,7 +179,7 @@ def _data(device: torch.device, batch: int):
     def orders(epoch: int) -> torch.Tensor:
         if epoch not in cache:
             cache.clear()
-            cache[epoch] = epoch_order(0, epoch + 1, n).to(device)
+            cache[epoch] = shuffled(0, epoch + 1, n).to(device)
         return cache[epoch]
 
     return data, n // batch, orders

@@ -9,7 +9,7 @@ the new attempt rendezvouses under a store prefix of its own and ``pyro-vae trai
 the run's checkpoint.
 
 Training (``fit``): ``train.batch_size`` is the *global* batch B. Every rank draws the same
-seeded permutation (``train.epoch_order``) and takes rows [r B/N, (r+1) B/N) of each global
+seeded permutation (the family's ``epoch_order``) and takes rows [r B/N, (r+1) B/N) of each global
 batch. The VAE's networks go under ``DistributedDataParallel`` through ``ELBOLoss``, an
 ``nn.Module`` whose forward is the ELBO's differentiable loss of the VAE's two Pyro programs
 (``model`` and ``guide`` still register the same networks with ``pyro.module``, so SVI and the

@@ -25,7 +25,6 @@ from pyro_vae.config import Config
 from pyro_vae.data import Dataset
 from pyro_vae.errors import ConfigError, TrainingError
 from pyro_vae.infer.schedules import kl_weight, step_args
-from pyro_vae.models.family import shuffled
 from pyro_vae.models.vae import VAE
 from pyro_vae.process import resolve_device
 from pyro_vae.run import (
@@ -62,11 +61,6 @@ def train_step(
     ``reconstruction_weight`` (0-d tensors on ``x``'s device: ``schedules.step_args``); returns
     the loss."""
     return svi.step(*step_args(x, weight, reconstruction_weight))
-
-
-def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The training-set permutation of an epoch: a function of (seed, epoch) only."""
-    return shuffled(seed, epoch, n)
 
 
 def fit(
