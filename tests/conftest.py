@@ -34,3 +34,19 @@ def shared_data() -> Path:
 
 def has_cuda() -> bool:
     return torch.cuda.is_available()
+
+
+@pytest.fixture
+def cli_error(capsys):
+    """``cli_error(argv, status=2)``: run the CLI, assert it exits with ``status`` after one
+    ``error:`` line and no traceback, and return that line's message."""
+    from pyro_vae.cli.app import main
+
+    def run(argv, status: int = 2) -> str:
+        assert main(argv) == status, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: "), err
+        assert "Traceback" not in err
+        return err[len("error: ") : -1]
+
+    return run

@@ -25,15 +25,6 @@ def trained(tmp_path_factory) -> Path:
     return run
 
 
-def refused(capsys, argv, status: int = 2) -> str:
-    """Run the CLI; assert one ``error:`` line, the exit status and no traceback."""
-    assert main(argv) == status, argv
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    assert "Traceback" not in err
-    return err[len("error: ") : -1]
-
-
 # group 2: the arguments of every subcommand
 ARGUMENTS = [
     (
@@ -94,9 +85,9 @@ ARGUMENTS = [
 
 
 @pytest.mark.parametrize("argv, message", ARGUMENTS)
-def test_subcommand_arguments(trained, capsys, argv, message):
+def test_subcommand_arguments(trained, cli_error, argv, message):
     argv = [a.replace("RUN", str(trained)) for a in argv]
-    assert refused(capsys, argv) == message.replace("RUN", str(trained))
+    assert cli_error(argv) == message.replace("RUN", str(trained))
 
 
 # group 3: --set and config values
@@ -150,16 +141,16 @@ VALUES = [
 
 
 @pytest.mark.parametrize("args, message", VALUES)
-def test_config_values(tmp_path, capsys, args, message):
-    err = refused(capsys, ["train", *FAST, *args, "--out", str(tmp_path / "r")])
+def test_config_values(tmp_path, cli_error, args, message):
+    err = cli_error(["train", *FAST, *args, "--out", str(tmp_path / "r")])
     assert err.startswith(message), err
     assert not (tmp_path / "r" / "checkpoint.pt").exists()
 
 
-def test_a_config_file_that_is_not_utf8(tmp_path, capsys):
+def test_a_config_file_that_is_not_utf8(tmp_path, cli_error):
     bad = tmp_path / "bad.toml"
     bad.write_bytes(b"[model]\nlatent_dim = 3 # \xff\n")
-    assert refused(capsys, ["train", "--config", str(bad)]) == (
+    assert cli_error(["train", "--config", str(bad)]) == (
         f"config '{bad}' is not UTF-8 text (byte 0xff at offset 25); save it as UTF-8, "
         f"as TOML requires"
     )
@@ -189,16 +180,16 @@ def test_the_size_check_catches_what_it_is_for(monkeypatch):
 
 
 # group 4: --out in the way of a file
-def test_out_that_is_a_file_or_below_a_file(trained, capsys):
+def test_out_that_is_a_file_or_below_a_file(trained, cli_error):
     file = trained / "checkpoint.pt"
-    assert refused(capsys, ["train", *FAST, "--out", str(file)]) == (
+    assert cli_error(["train", *FAST, "--out", str(file)]) == (
         f"run directory '{file}' is a file; choose a directory for --out"
     )
-    assert refused(capsys, ["train", *FAST, "--out", str(file / "sub")]) == (
+    assert cli_error(["train", *FAST, "--out", str(file / "sub")]) == (
         f"run directory '{file / 'sub'}' cannot be made: '{file}' is a file; choose a "
         f"directory for --out"
     )
-    assert refused(capsys, ["sample", str(trained), "--out", str(trained)]) == (
+    assert cli_error(["sample", str(trained), "--out", str(trained)]) == (
         f"--out '{trained}' must end in .png, .pdf, .svg (the image format)"
     )
 
@@ -225,14 +216,14 @@ def mnist_like(directory: Path, train=(60, 20, 20), test=(20, 20, 20)) -> Path:
 MNIST = ["--dataset", "mnist", "--batch-size", "20", *FAST]
 
 
-def test_idx_files_of_no_images_or_of_different_sizes(tmp_path, capsys):
+def test_idx_files_of_no_images_or_of_different_sizes(tmp_path, cli_error):
     empty = mnist_like(tmp_path / "empty", train=(0, 28, 28))
-    assert refused(capsys, ["train", *MNIST, "--data-dir", str(empty)]) == (
+    assert cli_error(["train", *MNIST, "--data-dir", str(empty)]) == (
         f"the MNIST 'train' images file in '{empty}' holds no images (its header says "
         f"0 x 28 x 28)"
     )
     mixed = mnist_like(tmp_path / "mixed", train=(60, 20, 20), test=(20, 28, 28))
-    assert refused(capsys, ["train", *MNIST, "--data-dir", str(mixed)]) == (
+    assert cli_error(["train", *MNIST, "--data-dir", str(mixed)]) == (
         f"the MNIST images in '{mixed}' differ in size: train 20x20, test 28x28; both "
         f"splits need one image size"
     )
@@ -240,7 +231,7 @@ def test_idx_files_of_no_images_or_of_different_sizes(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_20x20_idx_images_train_plot_and_resume_and_evaluate_after_the_data_moved(
-    tmp_path, capsys
+    tmp_path, cli_error
 ):
     data, run = mnist_like(tmp_path / "data"), tmp_path / "run"
     assert (
@@ -262,7 +253,7 @@ def test_20x20_idx_images_train_plot_and_resume_and_evaluate_after_the_data_move
     moved = tmp_path / "moved"
     shutil.move(data, moved)
     resume = ["train", *MNIST, "--epochs", "2", "--out", str(run), "--resume"]
-    assert refused(capsys, resume).startswith(f"data directory '{data}' does not exist")
+    assert cli_error(resume).startswith(f"data directory '{data}' does not exist")
     assert main([*resume, "--data-dir", str(moved)]) == 0
     assert cfg.load(str(run / "config.toml")).data.data_dir == str(moved)
     shutil.move(moved, data)  # and back: evaluate is told where the files are now
@@ -285,7 +276,9 @@ def test_20x20_idx_images_train_plot_and_resume_and_evaluate_after_the_data_move
 
 
 # group 8: resume with another config
-def test_resume_with_another_config_names_the_differing_keys(trained, tmp_path, capsys):
+def test_resume_with_another_config_names_the_differing_keys(
+    trained, tmp_path, cli_error
+):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
     other = tmp_path / "other.toml"
@@ -294,7 +287,7 @@ def test_resume_with_another_config_names_the_differing_keys(trained, tmp_path, 
         "[train]\nepochs = 3\n"
     )
     resume = ["train", "--no-progress", "--out", str(run), "--resume"]
-    assert refused(capsys, [*resume, "--config", str(other)]) == (
+    assert cli_error([*resume, "--config", str(other)]) == (
         f"cannot resume '{run}': the config differs from the checkpoint's in "
         f"model.latent_dim (2 -> 5), prior.name ('standard_normal' -> 'vamp'); only "
         f"train.epochs, data.data_dir, train.tensorboard and train.patience may change when "
@@ -302,7 +295,7 @@ def test_resume_with_another_config_names_the_differing_keys(trained, tmp_path, 
         f"(start a new run with "
         f"another --out for other changes)"
     )
-    assert refused(capsys, [*resume, "--epochs", "3", "--lr", "0.5"]).startswith(
+    assert cli_error([*resume, "--epochs", "3", "--lr", "0.5"]).startswith(
         f"cannot resume '{run}': the config differs from the checkpoint's in train.lr "
         f"(0.001 -> 0.5)"
     )

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyro_vae.cli.app import main
 
 TRAIN = [
     "train",
@@ -27,18 +26,8 @@ TRAIN = [
 ]
 
 
-def refused(capsys, argv) -> str:
-    """Run the CLI; assert one ``error:`` line, exit status 2 and no traceback."""
-    assert main(argv) == 2, argv
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    assert "Traceback" not in err
-    return err[len("error: ") : -1]
-
-
-def train_on(capsys, path: Path, tmp_path: Path) -> str:
-    return refused(
-        capsys,
+def train_on(cli_error, path: Path, tmp_path: Path) -> str:
+    return cli_error(
         [
             *TRAIN,
             "--dataset",
@@ -69,21 +58,21 @@ def rand(*shape):
 
 
 # group 1: arrays ----------------------------------------------------------------------------
-def test_a_0d_array(tmp_path, capsys):
+def test_a_0d_array(tmp_path, cli_error):
     np.save(tmp_path / "x.npy", np.array(3.0))
-    assert train_on(capsys, tmp_path / "x.npy", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "x.npy", tmp_path) == (
         "'x.npy' holds a single number (a 0-d array of float64), not examples; save an "
         "array of shape (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C)"
     )
     np.savez(tmp_path / "x.npz", np.array(3.0))
-    assert train_on(capsys, tmp_path / "x.npz", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "x.npz", tmp_path) == (
         "member 'arr_0' of 'x.npz' holds a single number (a 0-d array of float64), not "
         "examples; save an array of shape (N, D), (N, H, W), (N, C, H, W) or (N, H, W, C)"
     )
 
 
-def test_headers_with_negative_or_absurd_shapes(tmp_path, capsys, monkeypatch):
-    assert train_on(capsys, npy_header(tmp_path / "n.npy", "(-5, 3)"), tmp_path) == (
+def test_headers_with_negative_or_absurd_shapes(tmp_path, cli_error, monkeypatch):
+    assert train_on(cli_error, npy_header(tmp_path / "n.npy", "(-5, 3)"), tmp_path) == (
         "'n.npy': its header claims shape (-5, 3), a negative size; the file is corrupt"
     )
     allocated = []
@@ -94,7 +83,7 @@ def test_headers_with_negative_or_absurd_shapes(tmp_path, capsys, monkeypatch):
     absurd = npy_header(
         tmp_path / "a.npy", "(100000000000, 100000000)", data=b"\0" * 64
     )
-    assert train_on(capsys, absurd, tmp_path) == (
+    assert train_on(cli_error, absurd, tmp_path) == (
         "'a.npy': its header claims shape (100000000000, 100000000) of float64, "
         "80000000000000000000 bytes, but the file holds 64 bytes of data; it is truncated "
         "or corrupt"
@@ -103,18 +92,18 @@ def test_headers_with_negative_or_absurd_shapes(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(np, "load", real)
     np.save(tmp_path / "big.npy", rand(50, 4))
     monkeypatch.setattr("pyro_vae.config.sizes.memory_bytes", lambda: 1000)
-    assert train_on(capsys, tmp_path / "big.npy", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "big.npy", tmp_path) == (
         "'big.npy' holds 50 x 4 values (as float32 rows), about 800 bytes, more than half "
         "of this machine's 1000 bytes of memory; use a smaller file or a machine with "
         "more memory"
     )
 
 
-def test_truncated_and_corrupt_npz_and_a_npy_under_an_npz_name(tmp_path, capsys):
+def test_truncated_and_corrupt_npz_and_a_npy_under_an_npz_name(tmp_path, cli_error):
     np.savez_compressed(tmp_path / "good.npz", train=rand(50, 4), test=rand(10, 4))
     raw = (tmp_path / "good.npz").read_bytes()
     (tmp_path / "t.npz").write_bytes(raw[: len(raw) // 2])
-    assert train_on(capsys, tmp_path / "t.npz", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "t.npz", tmp_path) == (
         "'t.npz' is not a complete .npz archive (File is not a zip file); it is truncated "
         "or was not written by np.savez"
     )
@@ -122,35 +111,35 @@ def test_truncated_and_corrupt_npz_and_a_npy_under_an_npz_name(tmp_path, capsys)
     for i in range(200, 260):  # inside the compressed 'train' member
         corrupt[i] ^= 0xFF
     (tmp_path / "c.npz").write_bytes(bytes(corrupt))
-    assert train_on(capsys, tmp_path / "c.npz", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "c.npz", tmp_path) == (
         "cannot read member 'train' of 'c.npz': Bad CRC-32 for file 'train.npy'; the "
         "file is corrupt"
     )
     np.save(tmp_path / "one.npy", rand(20, 4))
     os.rename(tmp_path / "one.npy", tmp_path / "one.npz")
-    assert train_on(capsys, tmp_path / "one.npz", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "one.npz", tmp_path) == (
         "'one.npz' is a .npy file (one array) under an .npz name; rename it to 'one.npy'"
     )
 
 
-def test_pickles_are_never_loaded(tmp_path, capsys):
+def test_pickles_are_never_loaded(tmp_path, cli_error):
     np.savez(
         tmp_path / "p.npz", train=np.array([{}] * 4, dtype=object), test=rand(2, 3)
     )
-    assert train_on(capsys, tmp_path / "p.npz", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "p.npz", tmp_path) == (
         "member 'train' of 'p.npz' holds Python objects (dtype object), which are never "
         "unpickled; save an array of numbers"
     )
 
 
-def test_splits_with_zero_features(tmp_path, capsys):
+def test_splits_with_zero_features(tmp_path, cli_error):
     np.savez(tmp_path / "z.npz", train=np.zeros((10, 0)), test=np.zeros((5, 0)))
-    assert train_on(capsys, tmp_path / "z.npz", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "z.npz", tmp_path) == (
         "member 'train' of 'z.npz' holds examples of no values (shape (10, 0)); each "
         "example needs at least one value"
     )
     np.save(tmp_path / "z.npy", np.zeros((10, 2, 0)))
-    assert train_on(capsys, tmp_path / "z.npy", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "z.npy", tmp_path) == (
         "'z.npy' holds examples of no values (shape (10, 2, 0)); each example needs at "
         "least one value"
     )
@@ -170,18 +159,18 @@ LABELS = "labels are one whole number >= 0 per example, shape (N,)"
         (np.full(10, -1), "holds negative values such as -1"),
     ],
 )
-def test_labels_are_validated(tmp_path, capsys, labels, found):
+def test_labels_are_validated(tmp_path, cli_error, labels, found):
     np.savez(
         tmp_path / "l.npz", train=rand(10, 4), test=rand(5, 4), train_labels=labels
     )
-    assert train_on(capsys, tmp_path / "l.npz", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "l.npz", tmp_path) == (
         f"member 'train_labels' of 'l.npz' {found}; {LABELS}"
     )
 
 
-def test_labels_without_their_split(tmp_path, capsys):
+def test_labels_without_their_split(tmp_path, cli_error):
     np.savez(tmp_path / "l.npz", train=rand(10, 4), test=rand(5, 4), valid_labels=[1])
-    assert train_on(capsys, tmp_path / "l.npz", tmp_path) == (
+    assert train_on(cli_error, tmp_path / "l.npz", tmp_path) == (
         "'l.npz' holds 'valid_labels' but no 'valid' array for them to label"
     )
 
@@ -211,9 +200,9 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def images_on(capsys, directory, tmp_path, *more) -> str:
+def images_on(cli_error, directory, tmp_path, *more) -> str:
     argv = [*TRAIN, "--dataset", "images", "--data-dir", str(directory), *more]
-    return refused(capsys, [*argv, "--out", str(tmp_path / "r")])
+    return cli_error([*argv, "--out", str(tmp_path / "r")])
 
 
 def png_header_only(path: Path, width: int, height: int) -> Path:
@@ -231,25 +220,25 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def test_a_decompression_bomb_header(tmp_path, capsys):
+def test_a_decompression_bomb_header(tmp_path, cli_error):
     folder = tmp_path / "photos"
     for i in range(4):
         write_png(folder / f"{i}.png", np.zeros((6, 6), dtype=np.uint8))
     bomb = png_header_only(folder / "bomb.png", 20000, 20000)
-    assert images_on(capsys, folder, tmp_path) == (
+    assert images_on(cli_error, folder, tmp_path) == (
         f"image '{bomb}' claims 20000 x 20000 = 400000000 pixels, more than Pillow's "
         f"limit of 178956970 for one image (a decompression bomb?); remove the file"
     )
 
 
-def test_image_size_beyond_memory(tmp_path, capsys, monkeypatch):
+def test_image_size_beyond_memory(tmp_path, cli_error, monkeypatch):
     folder = tmp_path / "photos"
     for i in range(6):
         write_png(folder / f"{i}.png", np.zeros((6, 6), dtype=np.uint8))
     monkeypatch.setattr("pyro_vae.config.sizes.memory_bytes", lambda: 16 * 2**30)
     loaded = []
     monkeypatch.setattr("PIL.Image.Image.load", lambda im: loaded.append(im))
-    err = images_on(capsys, folder, tmp_path, "--image-size", "100000", "100000")
+    err = images_on(cli_error, folder, tmp_path, "--image-size", "100000", "100000")
     assert err == (
         f"the 6 images in '{folder}' at 100000 x 100000 pixels with 1 channel make "
         f"6e+10 values (float32, and their rows), about 447 GiB, more than half of this "
@@ -258,11 +247,13 @@ def test_image_size_beyond_memory(tmp_path, capsys, monkeypatch):
     assert loaded == []  # refused from the headers alone
 
 
-def test_a_data_dir_whose_name_is_not_utf8_is_refused_before_loading(tmp_path, capsys):
+def test_a_data_dir_whose_name_is_not_utf8_is_refused_before_loading(
+    tmp_path, cli_error
+):
     folder = Path(os.fsdecode(bytes(tmp_path) + b"/bad\xffname"))
     for i in range(4):
         write_png(folder / f"{i}.png", np.zeros((6, 6), dtype=np.uint8))
-    assert images_on(capsys, folder, tmp_path) == (
+    assert images_on(cli_error, folder, tmp_path) == (
         f"[data] data_dir {os.fsencode(folder)!r} is not valid UTF-8 text, which the "
         f"run's config.toml must record; rename it, or link to it under a UTF-8 name"
     )

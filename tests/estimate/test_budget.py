@@ -19,14 +19,6 @@ def run(tmp_path_factory):
     return out
 
 
-def refused(capsys, argv) -> str:
-    assert main(argv) == 2, argv
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    assert "Traceback" not in err
-    return err[len("error: ") : -1]
-
-
 HALF = "more than half of this machine's 16 GiB of memory; use a smaller value"
 
 
@@ -50,10 +42,10 @@ HALF = "more than half of this machine's 16 GiB of memory; use a smaller value"
         ),
     ],
 )
-def test_ais_sizes_that_cannot_fit(run, capsys, monkeypatch, flags, message):
+def test_ais_sizes_that_cannot_fit(run, cli_error, monkeypatch, flags, message):
     monkeypatch.setattr(sizes, "memory_bytes", lambda: 16 * GIB)
     argv = ["evaluate", str(run), "--method", "ais", "--limit", "2", *flags]
-    assert refused(capsys, argv) == message
+    assert cli_error(argv) == message
     # the net: on a machine with far more memory the same settings pass the check
     from pyro_vae.estimate import budget
     from pyro_vae.run.loading import load_run
