@@ -1,9 +1,14 @@
-"""Labels of a data set's examples: one whole number >= 0 per example.
+"""Labels of a data set's examples: one whole number >= 0 per example, or ``UNLABELLED`` (-1)
+for a training example without a label.
 
 Labels only colour figures (the latent scatter), but a label set that does not fit its
 examples is a sign of a mix-up in the user's file, so it is refused rather than drawn:
 labels must be a 1-d array of integers, or of floats that are whole numbers (not NaN, not
-fractional), none negative, exactly one per example of their split.
+fractional), none negative, exactly one per example of their split. The one exception is -1
+in the training split: it marks an example whose label is unknown, as semi-supervised data
+holds a few labelled images among many unlabelled ones (the ``semi_supervised`` family
+trains on both; ``models/labels.py``). Validation and test labels must all be known: the test
+error is scored on them.
 """
 
 from typing import Any, Optional
@@ -14,7 +19,11 @@ import torch
 from pyro_vae.data.inputs import as_array
 from pyro_vae.errors import DataError
 
-EXPECTED = "labels are one whole number >= 0 per example, shape (N,)"
+EXPECTED = (
+    "labels are one whole number >= 0 per example, shape (N,); in 'train' -1 marks an "
+    "unlabelled example"
+)
+UNLABELLED = -1
 
 
 def check_labels(values: Any, examples: int, split: str, where: str) -> torch.Tensor:
@@ -42,8 +51,9 @@ def check_labels(values: Any, examples: int, split: str, where: str) -> torch.Te
         fractional = array[array != np.round(array)]
         if len(fractional):
             raise refuse(f"holds fractional values such as {fractional[0]:g}")
-    if len(array) and array.min() < 0:
-        raise refuse(f"holds negative values such as {array.min():g}")
+    lowest = UNLABELLED if split == "train" else 0
+    if len(array) and array.min() < lowest:
+        raise refuse(f"holds negative values such as {array[array < lowest][0]:g}")
     return torch.as_tensor(array.astype(np.int64))
 
 

@@ -36,7 +36,7 @@ from pyro_vae.config import Config
 from pyro_vae.errors import ConfigError
 from pyro_vae.models.conditioned_parts import build_parts, join
 from pyro_vae.models.family import DATA_PLATE, OBSERVED, Family, LatentSite
-from pyro_vae.models.labels import check_classes, split_labels, with_labels
+from pyro_vae.models.labels import HIDDEN, check_classes, split_labels, with_labels
 from pyro_vae.parts.networks import Architecture
 from pyro_vae.registry import FAMILIES, GUIDES
 
@@ -142,6 +142,14 @@ class Conditional(Family):
                 f"{data.name!r} has none for its {split} rows; use a labelled data set "
                 f"(digits, mnist, an .npz with labels, an image folder per class) or "
                 f"--set model.condition=quadrants"
+            )
+        unlabelled = int((labels == HIDDEN).sum())
+        if unlabelled:
+            raise ConfigError(
+                f"the conditional family with condition 'label' needs a label for every "
+                f"{split} row, and data set {data.name} marks {unlabelled} of them -1 "
+                f"(unlabelled); drop those rows, or train them with --family "
+                f"semi_supervised, which sums an unknown label out"
             )
         return with_labels(x, labels)
 

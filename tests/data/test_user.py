@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
 TRAIN = [
     "train",
     "--latent-dim",
@@ -145,7 +144,10 @@ def test_splits_with_zero_features(tmp_path, cli_error):
     )
 
 
-LABELS = "labels are one whole number >= 0 per example, shape (N,)"
+LABELS = (
+    "labels are one whole number >= 0 per example, shape (N,); in 'train' -1 marks an "
+    "unlabelled example"
+)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +158,7 @@ LABELS = "labels are one whole number >= 0 per example, shape (N,)"
         (np.array([0.5] * 10), "holds fractional values such as 0.5"),
         (np.array(["a"] * 10), "holds <U1 values"),
         (np.zeros((10, 3)), "has shape (10, 3)"),
-        (np.full(10, -1), "holds negative values such as -1"),
+        (np.array([0] * 9 + [-2]), "holds negative values such as -2"),
     ],
 )
 def test_labels_are_validated(tmp_path, cli_error, labels, found):
@@ -165,6 +167,27 @@ def test_labels_are_validated(tmp_path, cli_error, labels, found):
     )
     assert train_on(cli_error, tmp_path / "l.npz", tmp_path) == (
         f"member 'train_labels' of 'l.npz' {found}; {LABELS}"
+    )
+
+
+def test_minus_one_marks_an_unlabelled_example_in_train_only(tmp_path, cli_error):
+    from pyro_vae import data
+    from pyro_vae.config import DataConfig
+
+    partly = np.array([0, 1, -1, -1, 2, -1, 0, 1, 2, -1])
+    np.savez(
+        tmp_path / "p.npz", train=rand(10, 4), test=rand(5, 4), train_labels=partly
+    )
+    ds = data.load(DataConfig(dataset="array", data_path=str(tmp_path / "p.npz")))
+    assert ds.train_labels.tolist() == partly.tolist()
+    np.savez(
+        tmp_path / "t.npz",
+        train=rand(10, 4),
+        test=rand(5, 4),
+        test_labels=np.array([0, 1, -1, 2, 0]),
+    )
+    assert train_on(cli_error, tmp_path / "t.npz", tmp_path) == (
+        f"member 'test_labels' of 't.npz' holds negative values such as -1; {LABELS}"
     )
 
 

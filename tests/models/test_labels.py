@@ -17,7 +17,9 @@ def test_kept_labels_are_balanced_seeded_and_recorded():
     assert not torch.equal(keep_labels(labels, 10, 30, seed=4)[0], column)
     assert keep_labels(labels, 10, 0.5, seed=0)[1]["count"] == 100
     assert keep_labels(labels, 10, -1, seed=0)[1]["count"] == 200
-    with pytest.raises(ConfigError, match="more labels than the 200 training rows"):
+    with pytest.raises(
+        ConfigError, match="more labels than the 200 labelled training rows"
+    ):
         keep_labels(labels, 10, 210, seed=0)
     with pytest.raises(ConfigError, match="needs 3 rows of class 9"):
         few_nines = labels.clone()
@@ -27,3 +29,36 @@ def test_kept_labels_are_balanced_seeded_and_recorded():
         keep_labels(labels, 10, 2.5, seed=0)
     with pytest.raises(ConfigError, match=r"labels must lie in 0..4"):
         keep_labels(labels, 5, 10, seed=0)
+
+
+def test_rows_the_data_leaves_unlabelled_stay_unlabelled():
+    labels = torch.arange(300) % 10
+    labels[100:] = HIDDEN  # 100 labelled rows among 300
+    column, record = keep_labels(labels, 10, 20, seed=1)
+    kept = torch.tensor(record["kept_rows"])
+    assert len(kept) == 20 and (kept < 100).all() and record["per_class"] == [2] * 10
+    assert record["labelled_rows"] == 100 and record["rows"] == 300
+    assert (column[100:] == HIDDEN).all()
+    everything, record = keep_labels(labels, 10, -1, seed=0)
+    assert torch.equal(everything, labels) and record["count"] == 100
+    assert (
+        keep_labels(labels, 10, 0.5, seed=0)[1]["count"] == 50
+    )  # of the labelled rows
+    with pytest.raises(ConfigError, match="more labels than the 100 labelled training"):
+        keep_labels(labels, 10, 101, seed=0)
+    with pytest.raises(ConfigError, match="every one of the 300 training labels is -1"):
+        keep_labels(torch.full((300,), HIDDEN), 10, 20, seed=0)
+
+
+def test_a_fully_labelled_set_keeps_the_same_rows_as_before_unlabelled_rows_were_allowed():
+    # the unlabelled rows must not move the seeded draw of a fully labelled data set
+    labels = torch.arange(200) % 10
+    column, _ = keep_labels(labels, 10, 30, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    expected = []
+    for c in range(10):
+        rows = (labels == c).nonzero().flatten()
+        expected.append(rows[torch.randperm(len(rows), generator=generator)[:3]])
+    assert torch.equal(
+        (column != HIDDEN).nonzero().flatten(), torch.cat(expected).sort().values
+    )

@@ -64,3 +64,37 @@ def test_cli_labels_evaluate_and_sample_a_class(tmp_path, capsys):
     assert main(["sample", str(out), "--label", "7", "--num", "8"]) == 0
     assert main(["sample", str(out), "--label", "10"]) == 2
     assert "between 0 and 9" in capsys.readouterr().err
+
+
+def test_a_partly_labelled_npz_trains_m2_on_its_unlabelled_rows_too(tmp_path, cli_error):
+    import numpy as np
+
+    ds = data.load(cfg.load(None, SMALL).data)
+    partly = ds.train_labels.clone()
+    partly[60:] = -1  # the first 60 rows labelled, the rest not
+    np.savez(
+        tmp_path / "partly.npz",
+        train=ds.train.numpy(),
+        test=ds.test.numpy(),
+        train_labels=partly.numpy(),
+        test_labels=ds.test_labels.numpy(),
+    )
+    source = ["--dataset", "array", "--data-path", str(tmp_path / "partly.npz")]
+    args = ["train", "--family", "semi_supervised", "--elbo", "enum", *source]
+    args += ["--epochs", "1", "--latent-dim", "2", "--set", "model.hidden=[16]"]
+    out = tmp_path / "ss"
+    assert main([*args, "--labels", "-1", "--out", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "labels.json").read_text())
+    assert record["count"] == 60 and record["labelled_rows"] == 60
+    assert max(record["kept_rows"]) < 60 and record["rows"] == len(partly)
+    config = cfg.load(str(out / "config.toml"))
+    m2 = models.build(config, ds.shape)
+    rows = m2.training_rows(data.load(config.data))
+    assert (rows[60:, -1] == -1).all() and torch.equal(rows[:60, -1].long(), partly[:60])
+    label_cvae = ["train", "--family", "conditional", "--set", "model.condition=label"]
+    assert cli_error([*label_cvae, *source, "--out", str(tmp_path / "c")]) == (
+        f"the conditional family with condition 'label' needs a label for every train "
+        f"row, and data set 'partly.npz' marks {len(partly) - 60} of them -1 "
+        f"(unlabelled); drop those rows, or train them with --family semi_supervised, "
+        f"which sums an unknown label out"
+    )
