@@ -5,7 +5,7 @@ the class, from L(x, y) = E_q(z|x,y)[log p(x | y, z) + log p(z) - log q(z | x, y
 unlabelled term pulls q(y | x) towards, and how much L(x, y) varies over y (its maximum less
 its mean, in nats). Findings: benchmarks/README.md, "Labels".
 
-    python benchmarks/labels_m2_probe.py LABELS ALPHA EPOCHS LABELLED_EVERY [LR HIDDEN LATENT]
+    python benchmarks/labels_m2_probe.py LABELS ALPHA EPOCHS LABELLED_EVERY [LR HIDDEN LATENT BETA]
 """
 
 import argparse
@@ -26,7 +26,7 @@ import labels_mnist as lm  # noqa: E402
 def main() -> None:
     torch.set_num_threads(1)
     labels, alpha, epochs, every = sys.argv[1:5]
-    rest = sys.argv[5:] + [None] * 3
+    rest = sys.argv[5:] + [None] * 4
     args = argparse.Namespace(
         alpha=float(alpha),
         latent_dim=int(rest[2] or 10),
@@ -34,6 +34,7 @@ def main() -> None:
         epochs=int(epochs),
         lr=float(rest[0] or 3e-3),
         labelled_every=int(every),
+        beta=float(rest[3] or 1.0),
     )
     ds = lm.load(Path("../shared/data"))
     pyro.clear_param_store()

@@ -14,29 +14,48 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pyro_vae import config as cfg
 from pyro_vae import models
 from pyro_vae.data import from_splits
-from pyro_vae.data.builtin import read_idx
+from pyro_vae.data.builtin import read_amat, read_idx
 from pyro_vae.estimate.classification import classification_error
 from pyro_vae.estimate.marginal import log_marginal_likelihood
 from pyro_vae.models.labels import keep_labels
 from pyro_vae.run.train import fit
 
 
-def load(data_dir: Path, seed: int = 0):
-    images = read_idx(data_dir / "t10k-images-idx3-ubyte.gz").flatten(1).float() / 255
+def load(data_dir: Path, seed: int = 0, source: str = "threshold", extra: bool = False):
+    """The 10,000 labelled t10k images, split 8,000 / 2,000 by a permutation seeded with
+    ``seed``. ``source`` "threshold": the grey IDX images thresholded at 0.5; "binarized":
+    the static binarized test file, which is the t10k set stably sorted by label, put back in
+    the IDX order (so both sources split the same images). ``extra``: the 50,000 static binarized training images (MNIST
+    training images, none of them in the test split) appended to the training rows with the
+    label -1, unlabelled."""
     labels = read_idx(data_dir / "t10k-labels-idx1-ubyte.gz").long()
-    x = (images > 0.5).float().numpy()
+    if source == "binarized":
+        by_label = read_amat(data_dir / "binarized_mnist_test.amat.gz").numpy()
+        x = np.empty_like(by_label)  # back in the IDX order: the same split as "threshold"
+        x[np.argsort(labels.numpy(), kind="stable")] = by_label
+    else:
+        images = read_idx(data_dir / "t10k-images-idx3-ubyte.gz").flatten(1).float()
+        x = (images / 255 > 0.5).float().numpy()
     order = torch.randperm(10_000, generator=torch.Generator().manual_seed(seed))
     tr, te = order[:8000].numpy(), order[8000:].numpy()
+    train, train_labels = x[tr], labels[tr].numpy()
+    name = f"mnist-t10k-{source}-8000-2000"
+    if extra:
+        unlabelled = read_amat(data_dir / "binarized_mnist_train.amat.gz").numpy()
+        train = np.concatenate([train, unlabelled])
+        train_labels = np.concatenate([train_labels, np.full(len(unlabelled), -1)])
+        name += f"+{len(unlabelled)}-unlabelled"
     return from_splits(
-        "mnist-t10k-8000-2000",
-        {"train": x[tr].reshape(-1, 1, 28, 28), "test": x[te].reshape(-1, 1, 28, 28)},
-        {"train": labels[tr].numpy(), "test": labels[te].numpy()},
+        name,
+        {"train": train.reshape(-1, 1, 28, 28), "test": x[te].reshape(-1, 1, 28, 28)},
+        {"train": train_labels, "test": labels[te].numpy()},
     )
 
 
@@ -48,6 +67,7 @@ def m2_config(args, labels: int, seed: int, objective: str = "enum"):
             "objective.name": objective,
             "model.labels": labels,
             "model.alpha": args.alpha,
+            "train.beta": args.beta,
             "model.labelled_every": args.labelled_every,
             "model.latent_dim": args.latent_dim,
             "model.hidden": args.hidden,
@@ -102,6 +122,7 @@ def m2_run(args, ds, labels: int, seed: int) -> dict:
         "m2_error_by_epoch": by_epoch,
         "labelled_every": args.labelled_every,
         "alpha": args.alpha,
+        "beta": args.beta,
         "supervised_error": supervised(args, ds, labels, seed),
         "test_elbo": metrics[-1]["test_elbo"],
         "log_px_is": est.log_marginal.mean().item(),
@@ -166,10 +187,27 @@ def main(argv=None) -> dict:
         "--alpha", type=float, default=0.1, help="[model] alpha (paper: 0.1)"
     )
     p.add_argument(
+        "--beta",
+        type=float,
+        default=1.0,
+        help="[train] beta, the weight of z's KL (M2's y term keeps weight 1)",
+    )
+    p.add_argument(
         "--labelled-every",
         type=int,
         default=4,
         help="[model] labelled_every: every k-th batch labelled rows (0: mixed)",
+    )
+    p.add_argument(
+        "--source",
+        choices=["threshold", "binarized"],
+        default="threshold",
+        help="the t10k images thresholded at 0.5, or the static binarized test file",
+    )
+    p.add_argument(
+        "--extra-unlabelled",
+        action="store_true",
+        help="add the 50,000 static binarized training images as unlabelled rows",
     )
     p.add_argument("--cost-rounds", type=int, default=3)
     p.add_argument("--sup-steps", type=int, default=300)
@@ -185,7 +223,7 @@ def main(argv=None) -> dict:
     p.add_argument("--json", default="benchmarks/results/labels_mnist.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    ds = load(Path(args.data_dir))
+    ds = load(Path(args.data_dir), source=args.source, extra=args.extra_unlabelled)
     began = time.perf_counter()
     result = {"command": " ".join(sys.argv), "settings": vars(args)}
     result["machine"] = {"cpu": platform.processor(), "torch": torch.__version__}
