@@ -224,7 +224,7 @@ class RunDir:
 @contextmanager
 def opened(path: Optional[PathLike], create: bool = True) -> Iterator[Optional[RunDir]]:
     """Hold ``path`` locked for the ``with`` block (re-entrant within one process); ``None``
-    for no run directory."""
+    for no run directory. A directory this call made is removed again if it is still empty."""
     if path is None:
         yield None
         return
@@ -232,6 +232,7 @@ def opened(path: Optional[PathLike], create: bool = True) -> Iterator[Optional[R
     if key in _HELD:
         yield _HELD[key]
         return
+    made = create and not Path(path).exists()
     run = RunDir.acquire(path, create)
     _HELD[key] = run
     try:
@@ -239,6 +240,15 @@ def opened(path: Optional[PathLike], create: bool = True) -> Iterator[Optional[R
     finally:
         del _HELD[key]
         run.release()
+        if made:  # a run refused before writing anything leaves no empty directory behind
+            _remove_if_empty(Path(path))
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()  # refuses a directory that holds anything
+    except OSError:
+        pass
 
 
 def settle(path: PathLike) -> None:

@@ -499,3 +499,19 @@ def test_removing_the_lock_file_cannot_let_two_writers_in(tmp_path, monkeypatch)
     monkeypatch.setattr("pyro_vae.run.lock._still_linked", lambda fd, path: True)
     with pytest.raises(pytest.fail.Exception):
         lock_race(tmp_path / "other", monkeypatch)
+
+
+def test_a_run_refused_before_it_writes_leaves_no_empty_directory(tmp_path, cli_error):
+    out = tmp_path / "runs" / "m2"
+    refused = ["train", "--family", "semi_supervised", "--network", "conv"]
+    assert cli_error([*refused, "--out", str(out)]).startswith(
+        "the semi_supervised family reads [x, c] rows"
+    )
+    assert not out.exists()
+    kept = tmp_path / "mine"
+    kept.mkdir()  # a directory the user made is theirs: it stays, empty or not
+    cli_error([*refused, "--out", str(kept)])
+    assert kept.is_dir()
+    with rundir.opened(out) as run:  # a directory a run writes into stays
+        (run.path / "config.toml").write_text("")
+    assert (out / "config.toml").is_file()
