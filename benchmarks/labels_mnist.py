@@ -3,7 +3,9 @@ network, the cost of enumerating y against sampling it, and the CVAE quadrant ta
 deterministic baseline. Protocol and commands: benchmarks/README.md, "Labels".
 
 Data: the 10,000 t10k IDX images with their labels (the static binarized training files carry
-no labels), thresholded at 0.5, split 8,000 / 2,000 with a seeded permutation (seed 0).
+no labels), thresholded at 0.5 (or, ``--source binarized``, the static binarized test file),
+split 8,000 / 2,000 with a seeded permutation (seed 0); ``--extra-unlabelled`` adds the 50,000
+static binarized training images as unlabelled rows.
 Every number is written to ``--json`` with the settings and the wall time of each run.
 """
 
@@ -22,6 +24,7 @@ from pyro_vae import config as cfg
 from pyro_vae import models
 from pyro_vae.data import from_splits
 from pyro_vae.data.builtin import read_amat, read_idx
+from pyro_vae.data.labels import UNLABELLED
 from pyro_vae.estimate.classification import classification_error
 from pyro_vae.estimate.marginal import log_marginal_likelihood
 from pyro_vae.models.labels import keep_labels
@@ -32,13 +35,15 @@ def load(data_dir: Path, seed: int = 0, source: str = "threshold", extra: bool =
     """The 10,000 labelled t10k images, split 8,000 / 2,000 by a permutation seeded with
     ``seed``. ``source`` "threshold": the grey IDX images thresholded at 0.5; "binarized":
     the static binarized test file, which is the t10k set stably sorted by label, put back in
-    the IDX order (so both sources split the same images). ``extra``: the 50,000 static binarized training images (MNIST
-    training images, none of them in the test split) appended to the training rows with the
-    label -1, unlabelled."""
+    the IDX order (so both sources split the same images). ``extra``: the 50,000 static
+    binarized training images (MNIST training images, none of them in the test split)
+    appended to the training rows with the label ``UNLABELLED`` (-1)."""
     labels = read_idx(data_dir / "t10k-labels-idx1-ubyte.gz").long()
     if source == "binarized":
         by_label = read_amat(data_dir / "binarized_mnist_test.amat.gz").numpy()
-        x = np.empty_like(by_label)  # back in the IDX order: the same split as "threshold"
+        x = np.empty_like(
+            by_label
+        )  # back in the IDX order: the same split as "threshold"
         x[np.argsort(labels.numpy(), kind="stable")] = by_label
     else:
         images = read_idx(data_dir / "t10k-images-idx3-ubyte.gz").flatten(1).float()
@@ -50,7 +55,9 @@ def load(data_dir: Path, seed: int = 0, source: str = "threshold", extra: bool =
     if extra:
         unlabelled = read_amat(data_dir / "binarized_mnist_train.amat.gz").numpy()
         train = np.concatenate([train, unlabelled])
-        train_labels = np.concatenate([train_labels, np.full(len(unlabelled), -1)])
+        train_labels = np.concatenate(
+            [train_labels, np.full(len(unlabelled), UNLABELLED)]
+        )
         name += f"+{len(unlabelled)}-unlabelled"
     return from_splits(
         name,

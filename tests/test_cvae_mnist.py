@@ -1,5 +1,6 @@
 """benchmarks/cvae_mnist.py runs end to end at tiny sizes (needs ../shared/data): the CVAE and
-the deterministic baseline on the quadrant task, every figure of the results JSON present."""
+the deterministic baseline on the quadrant task, every figure of the results JSON present.
+"""
 
 import json
 import math

@@ -17,9 +17,8 @@ import torch
 from pyro_vae.data.labels import UNLABELLED
 from pyro_vae.errors import ConfigError
 
-HIDDEN = (
-    UNLABELLED  # the label column's value for a row whose label training does not see
-)
+# the label column's value for a row whose label training does not see
+HIDDEN = UNLABELLED
 ALL = -1.0  # [model] labels: keep every label
 
 

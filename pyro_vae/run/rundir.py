@@ -224,7 +224,8 @@ class RunDir:
 @contextmanager
 def opened(path: Optional[PathLike], create: bool = True) -> Iterator[Optional[RunDir]]:
     """Hold ``path`` locked for the ``with`` block (re-entrant within one process); ``None``
-    for no run directory. A directory this call made is removed again if it is still empty."""
+    for no run directory. A directory this call made is removed again if it is still empty.
+    """
     if path is None:
         yield None
         return
@@ -240,7 +241,9 @@ def opened(path: Optional[PathLike], create: bool = True) -> Iterator[Optional[R
     finally:
         del _HELD[key]
         run.release()
-        if made:  # a run refused before writing anything leaves no empty directory behind
+        if (
+            made
+        ):  # a run refused before writing anything leaves no empty directory behind
             _remove_if_empty(Path(path))
 
 

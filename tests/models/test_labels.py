@@ -50,15 +50,11 @@ def test_rows_the_data_leaves_unlabelled_stay_unlabelled():
         keep_labels(torch.full((300,), HIDDEN), 10, 20, seed=0)
 
 
-def test_a_fully_labelled_set_keeps_the_same_rows_as_before_unlabelled_rows_were_allowed():
-    # the unlabelled rows must not move the seeded draw of a fully labelled data set
-    labels = torch.arange(200) % 10
-    column, _ = keep_labels(labels, 10, 30, seed=3)
-    generator = torch.Generator().manual_seed(3)
-    expected = []
-    for c in range(10):
-        rows = (labels == c).nonzero().flatten()
-        expected.append(rows[torch.randperm(len(rows), generator=generator)[:3]])
-    assert torch.equal(
-        (column != HIDDEN).nonzero().flatten(), torch.cat(expected).sort().values
-    )
+def test_a_fully_labelled_set_keeps_the_rows_it_kept_before_unlabelled_rows_were_allowed():
+    # the rows keep_labels drew for this call before -1 rows were allowed (commit 60c399e): the
+    # benchmark tables' kept labels depend on the seeded draw staying the same
+    column, _ = keep_labels(torch.arange(200) % 10, 10, 30, seed=3)
+    assert (column != HIDDEN).nonzero().flatten().tolist() == [
+        15, 19, 21, 22, 30, 33, 34, 35, 41, 42, 43, 46, 60, 71, 78,
+        79, 85, 94, 96, 116, 120, 134, 148, 152, 157, 159, 163, 187, 197, 198,
+    ]  # fmt: skip

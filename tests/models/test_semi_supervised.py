@@ -66,7 +66,9 @@ def test_cli_labels_evaluate_and_sample_a_class(tmp_path, capsys):
     assert "between 0 and 9" in capsys.readouterr().err
 
 
-def test_a_partly_labelled_npz_trains_m2_on_its_unlabelled_rows_too(tmp_path, cli_error):
+def test_a_partly_labelled_npz_trains_m2_on_its_unlabelled_rows_too(
+    tmp_path, cli_error
+):
     import numpy as np
 
     ds = data.load(cfg.load(None, SMALL).data)
@@ -90,7 +92,9 @@ def test_a_partly_labelled_npz_trains_m2_on_its_unlabelled_rows_too(tmp_path, cl
     config = cfg.load(str(out / "config.toml"))
     m2 = models.build(config, ds.shape)
     rows = m2.training_rows(data.load(config.data))
-    assert (rows[60:, -1] == -1).all() and torch.equal(rows[:60, -1].long(), partly[:60])
+    assert (rows[60:, -1] == -1).all() and torch.equal(
+        rows[:60, -1].long(), partly[:60]
+    )
     label_cvae = ["train", "--family", "conditional", "--set", "model.condition=label"]
     assert cli_error([*label_cvae, *source, "--out", str(tmp_path / "c")]) == (
         f"the conditional family with condition 'label' needs a label for every train "
